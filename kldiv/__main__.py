@@ -1,0 +1,5 @@
+import sys
+
+from kldiv.cli import main
+
+sys.exit(main())

@@ -1,0 +1,330 @@
+"""The public divergence functions: docstrings, validation, then dispatch.
+
+Each function checks its input here, once, and hands the arrays to the backend that
+:mod:`kldiv._dispatch` picks for their library. Results are arrays of the inputs' library,
+dtype and device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kldiv import _compat, _dispatch
+from kldiv import _validation as v
+from kldiv._dtypes import compute_dtype
+
+Array = Any
+Axis = int | tuple[int, ...]
+
+
+def _prepare(
+    func: str,
+    names: Sequence[str],
+    arrays: Sequence[object],
+    axis: Axis | None,
+    validate: bool,
+    *,
+    logits: bool = False,
+) -> tuple[Any, list[Array], tuple[int, ...]]:
+    """Namespace, arrays and normalised axes, after every check the arguments need."""
+    xp, checked = v.namespace(names, arrays)
+    for name, x in zip(names, checked):
+        v.check_floating(name, x, xp)
+    shape = v.broadcast_shape(names, [tuple(x.shape) for x in checked])
+    axes: tuple[int, ...] = ()
+    if axis is not None:
+        axes = v.normalize_axis(axis, len(shape), func)
+        v.check_distribution_axes(names, checked, shape, axes)
+    if validate:
+        for name, x in zip(names, checked):
+            if not _compat.values_are_readable(x):
+                continue
+            if logits:
+                v.check_logits(name, v.expand_to(x, len(shape), xp), axes, xp)
+                continue
+            v.check_probabilities(name, x, xp)
+            if axes:
+                work = compute_dtype(xp, x.dtype, _compat.device(x))
+                v.check_normalised(name, v.expand_to(x, len(shape), xp), axes, work, xp)
+    return xp, checked, axes
+
+
+def _in_base(x: Array, base: float | None, xp: Any) -> Array:
+    """``x`` converted from nats to ``base`` units, as an array (NumPy reduces to scalars)."""
+    divisor = v.check_base(base)
+    return xp.asarray(x if divisor == 1.0 else x / divisor)
+
+
+def rel_entr(p: Array, q: Array, /, *, validate: bool = True) -> Array:
+    """Elementwise relative entropy ``p * log(p / q)``, with the definition's conventions.
+
+    Parameters
+    ----------
+    p, q : array
+        Non-negative real floating arrays of one library, broadcast against each other.
+    validate : bool, optional
+        Check that no entry is negative, NaN or infinite (default). Skipped for lazy arrays
+        (Dask, JAX under tracing), whose values cannot be read without computing them.
+
+    Returns
+    -------
+    array
+        The broadcast shape, in the result dtype of ``p`` and ``q``: 0 where ``p == 0``
+        (whatever ``q``), ``+inf`` where ``p > 0`` and ``q == 0``. Unchecked negative or NaN
+        input gives NaN, never a number.
+
+    See Also
+    --------
+    kl_div : the sum of these terms over a distribution axis.
+
+    Notes
+    -----
+    ``p/q`` is never formed where it could overflow: near ``p == q`` the logarithm comes
+    from ``2*atanh((p - q)/(p + q))``, elsewhere from ``log(p) - log(q)``. The arithmetic
+    runs in float64 where the device has it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import kldiv
+    >>> kldiv.rel_entr(np.array([0.0, 0.5, 0.5]), np.array([0.0, 0.25, 0.0]))
+    array([0.        , 0.34657359,        inf])
+    """
+    xp, (p, q), _ = _prepare("rel_entr", ("p", "q"), (p, q), None, validate)
+    return xp.asarray(_dispatch.backend(xp).rel_entr(p, q, xp=xp))
+
+
+def kl_div(
+    p: Array,
+    q: Array,
+    /,
+    *,
+    axis: Axis = -1,
+    keepdims: bool = False,
+    base: float | None = None,
+    validate: bool = True,
+) -> Array:
+    """Kullback-Leibler divergence ``KL(p || q) = sum(p * log(p / q))`` along ``axis``.
+
+    Parameters
+    ----------
+    p, q : array
+        Probability distributions along ``axis``: real floating arrays of one library and
+        device, broadcast against each other (one ``q`` against a batch of ``p``) except
+        along ``axis``.
+    axis : int or tuple of int, optional
+        The axis, or axes taken together, that each distribution lies along. Default -1.
+    keepdims : bool, optional
+        Keep the reduced axes with size 1.
+    base : float, optional
+        Logarithm base: None for nats (default), 2 for bits.
+    validate : bool, optional
+        Check that every entry is finite and non-negative and that every distribution sums to
+        1 within a tolerance fitted to its dtype and length (default). The value checks are
+        skipped for lazy arrays (Dask, JAX under tracing); shape and dtype checks always run.
+
+    Returns
+    -------
+    array
+        The divergences, in the result dtype of ``p`` and ``q``: ``+inf`` where some
+        ``p > 0`` meets ``q == 0``; entries with ``p == 0`` contribute nothing.
+
+    Raises
+    ------
+    TypeError
+        Arrays of two libraries, or a non-floating dtype.
+    ValueError
+        Shapes that do not broadcast, a negative or NaN entry, a row off 1 (with
+        ``validate``), arrays on two devices.
+    numpy.exceptions.AxisError
+        ``axis`` out of range (both a ValueError and an IndexError).
+
+    See Also
+    --------
+    kl_div_logits : the same from unnormalised log-probabilities.
+    rel_entr : the elementwise terms.
+
+    Notes
+    -----
+    Each term is computed as the non-negative ``q*phi(p/q)``, ``phi(r) = r*log(r) - r + 1``,
+    and the exact mass difference ``sum(p - q)`` is added back, so near-identical
+    distributions do not cancel. The arithmetic runs in float64 where the device has it.
+    With ``validate``, a result below 0, which only rounding of the inputs' sums can make,
+    is returned as 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import kldiv
+    >>> p = np.array([[0.25, 0.1, 0.65], [0.8, 0.15, 0.05]])
+    >>> q = np.array([[0.7, 0.2, 0.1], [0.15, 0.8, 0.05]])
+    >>> kldiv.kl_div(p, q)
+    array([0.88995184, 1.08808468])
+    >>> kldiv.kl_div(np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5]), base=2)
+    array(1.)
+    """
+    xp, (p, q), axes = _prepare("kl_div", ("p", "q"), (p, q), axis, validate)
+    out = _dispatch.backend(xp).kl_div(p, q, axes=axes, keepdims=keepdims, clip=validate, xp=xp)
+    return _in_base(out, base, xp)
+
+
+def kl_div_logits(
+    a: Array,
+    b: Array,
+    /,
+    *,
+    axis: Axis = -1,
+    keepdims: bool = False,
+    base: float | None = None,
+    validate: bool = True,
+) -> Array:
+    """``KL(softmax(a) || softmax(b))`` along ``axis``, computed in log space.
+
+    Parameters
+    ----------
+    a, b : array
+        Logits (unnormalised log-probabilities) or log-probabilities; ``-inf`` stands for a
+        zero probability. Same rules of library, dtype and broadcasting as :func:`kl_div`.
+    axis, keepdims, base
+        As in :func:`kl_div`.
+    validate : bool, optional
+        Reject NaN and ``+inf`` entries and rows with no finite entry (default); skipped for
+        lazy arrays.
+
+    Returns
+    -------
+    array
+        The divergences, in the result dtype of ``a`` and ``b``.
+
+    Notes
+    -----
+    Both log-softmaxes come from a max-shifted log-sum-exp, and each term
+    ``p*d - q*expm1(d)`` (``d = log p - log q``) is non-negative, so logit gaps of 1e4 in
+    float32, where ``log(softmax(a))`` is ``-inf``, give finite, accurate results.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import kldiv
+    >>> a = np.array([0.0, 1e4], dtype=np.float32)
+    >>> b = np.array([0.0, 0.0], dtype=np.float32)
+    >>> kldiv.kl_div_logits(a, b)
+    array(0.6931472, dtype=float32)
+    """
+    xp, (a, b), axes = _prepare("kl_div_logits", ("a", "b"), (a, b), axis, validate, logits=True)
+    out = _dispatch.backend(xp).kl_div_logits(a, b, axes=axes, keepdims=keepdims, xp=xp)
+    return _in_base(out, base, xp)
+
+
+def entropy(
+    p: Array,
+    /,
+    *,
+    axis: Axis = -1,
+    keepdims: bool = False,
+    base: float | None = None,
+    validate: bool = True,
+) -> Array:
+    """Shannon entropy ``H(p) = -sum(p * log(p))`` along ``axis``, with ``0*log(0) = 0``.
+
+    Parameters
+    ----------
+    p : array
+        Probability distributions along ``axis``.
+    axis, keepdims, base, validate
+        As in :func:`kl_div`.
+
+    Returns
+    -------
+    array
+        The entropies, in ``p``'s dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import kldiv
+    >>> kldiv.entropy(np.array([0.5, 0.25, 0.25, 0.0]), base=2)
+    array(1.5)
+    """
+    xp, (p,), axes = _prepare("entropy", ("p",), (p,), axis, validate)
+    out = _dispatch.backend(xp).entropy(p, axes=axes, keepdims=keepdims, xp=xp)
+    return _in_base(out, base, xp)
+
+
+def cross_entropy(
+    p: Array,
+    q: Array,
+    /,
+    *,
+    axis: Axis = -1,
+    keepdims: bool = False,
+    base: float | None = None,
+    validate: bool = True,
+) -> Array:
+    """Cross-entropy ``H(p, q) = -sum(p * log(q))`` along ``axis``.
+
+    ``H(p, q) = H(p) + KL(p || q)``. Entries with ``p == 0`` contribute nothing; ``p > 0``
+    against ``q == 0`` gives ``+inf``.
+
+    Parameters
+    ----------
+    p, q : array
+        Probability distributions along ``axis``, as in :func:`kl_div`.
+    axis, keepdims, base, validate
+        As in :func:`kl_div`.
+
+    Returns
+    -------
+    array
+        The cross-entropies, in the result dtype of ``p`` and ``q``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import kldiv
+    >>> kldiv.cross_entropy(np.array([0.5, 0.5]), np.array([0.25, 0.75]), base=2)
+    array(1.20751875)
+    """
+    xp, (p, q), axes = _prepare("cross_entropy", ("p", "q"), (p, q), axis, validate)
+    out = _dispatch.backend(xp).cross_entropy(p, q, axes=axes, keepdims=keepdims, xp=xp)
+    return _in_base(out, base, xp)
+
+
+def js_div(
+    p: Array,
+    q: Array,
+    /,
+    *,
+    axis: Axis = -1,
+    keepdims: bool = False,
+    base: float | None = None,
+    validate: bool = True,
+) -> Array:
+    """Jensen-Shannon divergence ``(KL(p || m) + KL(q || m)) / 2``, ``m = (p + q) / 2``.
+
+    Symmetric, finite, and between 0 and ``log(2)`` (1 in base 2). Its square root is the
+    Jensen-Shannon distance.
+
+    Parameters
+    ----------
+    p, q : array
+        Probability distributions along ``axis``, as in :func:`kl_div`.
+    axis, keepdims, base, validate
+        As in :func:`kl_div`.
+
+    Returns
+    -------
+    array
+        The divergences, in the result dtype of ``p`` and ``q``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import kldiv
+    >>> kldiv.js_div(np.array([1.0, 0.0]), np.array([0.0, 1.0]), base=2)
+    array(1.)
+    """
+    xp, (p, q), axes = _prepare("js_div", ("p", "q"), (p, q), axis, validate)
+    out = _dispatch.backend(xp).js_div(p, q, axes=axes, keepdims=keepdims, xp=xp)
+    return _in_base(out, base, xp)

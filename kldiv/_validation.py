@@ -1,0 +1,244 @@
+"""Checks of user input, shared by every public function and the loss class.
+
+Each check builds its message first and then raises: ``TypeError`` for array types and
+dtypes, ``ValueError`` for shapes and values, numpy's ``AxisError`` (both a ``ValueError``
+and an ``IndexError``) for an axis out of range. Messages name the argument.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+from numpy.exceptions import AxisError
+
+from kldiv import _compat
+
+Array = Any
+Namespace = Any
+
+
+def _type_name(x: object) -> str:
+    cls = type(x)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def namespace(names: Sequence[str], arrays: Sequence[object]) -> tuple[Namespace, list[Array]]:
+    """The array namespace of ``arrays``, and the arrays with non-arrays converted.
+
+    Python scalars and sequences are converted with the namespace of the arrays beside them
+    (NumPy when there are none), so ``kl_div([0.5, 0.5], q_tensor)`` works. Arrays of two
+    libraries, or on two devices, raise.
+    """
+    real = [(n, a) for n, a in zip(names, arrays) if _compat.is_array_api_obj(a)]
+    if real:
+        try:
+            xp = _compat.array_namespace(*(a for _, a in real))
+        except TypeError:
+            kinds = ", ".join(f"{n} is a {_type_name(a)}" for n, a in real)
+            msg = f"arrays of one library expected, but {kinds}"
+            raise TypeError(msg) from None
+        devices = [(n, _compat.device(a)) for n, a in real]
+        first_name, first_device = devices[0]
+        for name, dev in devices[1:]:
+            if dev != first_device:
+                msg = (
+                    f"{first_name} is on device {first_device!r} but {name} is on "
+                    f"{dev!r}; move them to one device (kldiv never copies between devices)"
+                )
+                raise ValueError(msg)
+        like = real[0][1]
+        kwargs = {"device": _compat.device(like)}
+    else:
+        import numpy as np
+
+        xp = _compat.array_namespace(np.empty(0))
+        kwargs = {}
+    converted = []
+    for name, a in zip(names, arrays):
+        if not _compat.is_array_api_obj(a):
+            try:
+                a = xp.asarray(a, **kwargs)
+            except (TypeError, ValueError) as exc:
+                msg = f"{name} must be an array or a sequence of numbers, not {_type_name(a)}"
+                raise TypeError(msg) from exc
+        converted.append(a)
+    return xp, converted
+
+
+def check_floating(name: str, x: Array, xp: Namespace) -> None:
+    """Raise ``TypeError`` unless ``x`` has a real floating dtype."""
+    if not xp.isdtype(x.dtype, "real floating"):
+        msg = f"{name} must have a real floating dtype (float16, float32 or float64), not {x.dtype}"
+        raise TypeError(msg)
+
+
+def broadcast_shape(names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
+    """The shape ``shapes`` broadcast to, or a ``ValueError`` showing them all."""
+    ndim = max(len(s) for s in shapes)
+    padded = [(1,) * (ndim - len(s)) + tuple(s) for s in shapes]
+    out = []
+    for sizes in zip(*padded):
+        others = {s for s in sizes if s != 1}
+        if len(others) > 1:
+            shown = " and ".join(f"{n} of shape {tuple(s)}" for n, s in zip(names, shapes))
+            msg = f"{shown} do not broadcast against each other"
+            raise ValueError(msg)
+        out.append(others.pop() if others else 1)
+    return tuple(out)
+
+
+def normalize_axis(axis: int | tuple[int, ...], ndim: int, func: str) -> tuple[int, ...]:
+    """``axis`` as a sorted tuple of non-negative axes of an ``ndim``-dimensional array."""
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    out = []
+    for a in axes:
+        try:
+            a = operator.index(a)
+        except TypeError:
+            msg = f"{func}: axis must be an int or a tuple of ints, not {axis!r}"
+            raise TypeError(msg) from None
+        if not -ndim <= a < ndim:
+            raise AxisError(a, ndim, msg_prefix=func)
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        msg = f"{func}: axis {axis!r} repeats an axis"
+        raise ValueError(msg)
+    if not out:
+        msg = f"{func}: axis must name at least one axis, got {axis!r}"
+        raise ValueError(msg)
+    return tuple(sorted(out))
+
+
+def check_distribution_axes(
+    names: Sequence[str], arrays: Sequence[Array], shape: tuple[int, ...], axes: tuple[int, ...]
+) -> None:
+    """A distribution axis may not be broadcast: it would stretch one value over a row."""
+    for name, x in zip(names, arrays):
+        padded = (1,) * (len(shape) - x.ndim) + tuple(x.shape)
+        for a in axes:
+            if padded[a] != shape[a]:
+                msg = (
+                    f"{name} has size {padded[a]} along axis {a - len(shape)} where the other "
+                    f"argument has {shape[a]}: a distribution axis cannot be broadcast"
+                )
+                raise ValueError(msg)
+
+
+def expand_to(x: Array, ndim: int, xp: Namespace) -> Array:
+    """``x`` with leading axes of size 1 added so that it has ``ndim`` axes (a view)."""
+    if x.ndim == ndim:
+        return x
+    return xp.reshape(x, (1,) * (ndim - x.ndim) + tuple(x.shape))
+
+
+def _first_true(mask: Array, xp: Namespace) -> tuple[int, ...]:
+    """Index of the first True of ``mask`` in C order (``mask`` holds at least one)."""
+    flat = xp.reshape(xp.astype(mask, xp.int8), (-1,))
+    position = int(xp.argmax(flat))
+    index = []
+    for size in reversed(tuple(mask.shape)):
+        position, rest = divmod(position, size)
+        index.append(rest)
+    return tuple(reversed(index))
+
+
+def _show(index: tuple[int, ...]) -> str:
+    return str(index[0]) if len(index) == 1 else str(index)
+
+
+def check_probabilities(name: str, x: Array, xp: Namespace) -> None:
+    """Raise ``ValueError`` at the first negative, NaN or infinite entry of ``x``."""
+    if x.ndim == 0:
+        x = xp.reshape(x, (1,))
+    bad = ~(xp.isfinite(x) & (x >= 0))
+    if not bool(xp.any(bad)):
+        return
+    index = _first_true(bad, xp)
+    value = float(x[index])
+    kind = "NaN" if math.isnan(value) else "infinite" if math.isinf(value) else "negative"
+    msg = (
+        f"{name} has a {kind} entry ({value!r}) at index {_show(index)}; "
+        "probabilities must be finite and non-negative"
+    )
+    raise ValueError(msg)
+
+
+def sum_tolerance(dtype: Any, n: int, xp: Namespace) -> float:
+    """How far off 1 a row of ``n`` entries of ``dtype`` may sum and still count as normalised.
+
+    A row normalised in its own dtype, ``p / p.sum()``, carries the rounding of each entry
+    (half an ulp each, at most ``eps/2`` in total) and of the sum it was divided by, which
+    grows like ``sqrt(n)`` ulps for a pairwise or blocked sum. Eight ulps plus ``4 sqrt(n)``
+    covers both with room, and still rejects rows that were never normalised.
+    """
+    eps = float(xp.finfo(dtype).eps)
+    return eps * (8.0 + 4.0 * math.sqrt(max(n, 1)))
+
+
+def check_normalised(
+    name: str, x: Array, axes: tuple[int, ...], compute_dtype: Any, xp: Namespace
+) -> None:
+    """Raise ``ValueError`` at the first row of ``x`` along ``axes`` not summing to 1."""
+    n = math.prod(x.shape[a] for a in axes)
+    tol = sum_tolerance(x.dtype, n, xp)
+    sums = xp.sum(xp.astype(x, compute_dtype), axis=axes)
+    bad = xp.abs(sums - 1) > tol
+    if bad.ndim == 0:
+        bad = xp.reshape(bad, (1,))
+        sums = xp.reshape(sums, (1,))
+    if not bool(xp.any(bad)):
+        return
+    index = _first_true(bad, xp)
+    value = float(sums[index])
+    shown = f"the row at index {_show(index)}" if x.ndim > len(axes) else "it"
+    msg = (
+        f"{name} is not normalised along axis {_axes_shown(axes, x.ndim)}: {shown} sums to "
+        f"{value!r}, off 1 by more than {tol:.2g}; divide by the sum, or pass validate=False"
+    )
+    raise ValueError(msg)
+
+
+def check_logits(name: str, x: Array, axes: tuple[int, ...], xp: Namespace) -> None:
+    """Raise ``ValueError`` at a NaN or ``+inf`` logit, or a row with no finite logit."""
+    if x.ndim == 0:
+        x = xp.reshape(x, (1,))
+    bad = xp.isnan(x) | (x == xp.inf)
+    if bool(xp.any(bad)):
+        index = _first_true(bad, xp)
+        value = float(x[index])
+        msg = (
+            f"{name} has a {value!r} entry at index {_show(index)}; logits must be finite "
+            "or -inf (a zero probability)"
+        )
+        raise ValueError(msg)
+    empty = ~xp.any(x > -xp.inf, axis=axes)
+    if empty.ndim == 0:
+        empty = xp.reshape(empty, (1,))
+    if bool(xp.any(empty)):
+        index = _first_true(empty, xp)
+        shown = f"the row at index {_show(index)}" if x.ndim > len(axes) else "the row"
+        msg = f"{name}: {shown} has no finite logit, so it is no distribution"
+        raise ValueError(msg)
+
+
+def _axes_shown(axes: tuple[int, ...], ndim: int) -> str:
+    negative = tuple(a - ndim for a in axes)
+    return str(negative[0]) if len(negative) == 1 else str(negative)
+
+
+def check_base(base: float | None) -> float:
+    """``log(base)``, which divides nats into ``base`` units (1 for ``base=None``)."""
+    if base is None:
+        return 1.0
+    try:
+        value = float(base)
+    except (TypeError, ValueError):
+        msg = f"base must be a number or None, not {base!r}"
+        raise TypeError(msg) from None
+    if not (value > 0 and math.isfinite(value) and value != 1):
+        msg = f"base must be finite, positive and not 1, got {base!r}"
+        raise ValueError(msg)
+    return math.log(value)
