@@ -153,9 +153,11 @@ def logit_terms(la: Array, lb: Array, xp: Namespace) -> Array:
     """
     p = xp.exp(la)
     q = xp.exp(lb)
+    zero = xp.zeros_like(la)
     finite = (la > -xp.inf) & (lb > -xp.inf)
-    d = xp.where(finite, la - lb, xp.zeros_like(la))
-    mass = xp.where(xp.abs(d) < 1, q * xp.expm1(d), p - q)
+    d = xp.where(finite, la, zero) - xp.where(finite, lb, zero)
+    small = xp.abs(d) < 1
+    mass = xp.where(small, q * xp.expm1(xp.where(small, d, zero)), p - q)
     t = p * d - mass
     t = xp.where(t > 0, t, xp.zeros_like(t))
     t = xp.where(lb > -xp.inf, t, xp.full_like(t, xp.inf))
@@ -173,5 +175,3 @@ def kl_div_logits(
     a, b = xp.broadcast_arrays(a, b)
     terms = logit_terms(log_softmax(a, axes, xp), log_softmax(b, axes, xp), xp)
     return xp.astype(xp.sum(terms, axis=axes, keepdims=keepdims), out_dtype)
-
-

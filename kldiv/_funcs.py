@@ -29,7 +29,7 @@ def _prepare(
 ) -> tuple[Any, list[Array], tuple[int, ...]]:
     """Namespace, arrays and normalised axes, after every check the arguments need."""
     xp, checked = v.namespace(names, arrays)
-    for name, x in zip(names, checked):
+    for name, x in zip(names, checked, strict=True):
         v.check_floating(name, x, xp)
     shape = v.broadcast_shape(names, [tuple(x.shape) for x in checked])
     axes: tuple[int, ...] = ()
@@ -37,7 +37,7 @@ def _prepare(
         axes = v.normalize_axis(axis, len(shape), func)
         v.check_distribution_axes(names, checked, shape, axes)
     if validate:
-        for name, x in zip(names, checked):
+        for name, x in zip(names, checked, strict=True):
             if not _compat.values_are_readable(x):
                 continue
             if logits:

@@ -12,6 +12,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from numpy.exceptions import AxisError
 
 from kldiv import _compat
@@ -28,11 +29,11 @@ def _type_name(x: object) -> str:
 def namespace(names: Sequence[str], arrays: Sequence[object]) -> tuple[Namespace, list[Array]]:
     """The array namespace of ``arrays``, and the arrays with non-arrays converted.
 
-    Python scalars and sequences are converted with the namespace of the arrays beside them
-    (NumPy when there are none), so ``kl_div([0.5, 0.5], q_tensor)`` works. Arrays of two
-    libraries, or on two devices, raise.
+    Python scalars and sequences become arrays of the library, device and (floating) dtype of
+    the first array beside them, NumPy's defaults when there is none, so
+    ``kl_div([0.5, 0.5], q_tensor)`` works. Arrays of two libraries, or on two devices, raise.
     """
-    real = [(n, a) for n, a in zip(names, arrays) if _compat.is_array_api_obj(a)]
+    real = [(n, a) for n, a in zip(names, arrays, strict=True) if _compat.is_array_api_obj(a)]
     if real:
         try:
             xp = _compat.array_namespace(*(a for _, a in real))
@@ -49,15 +50,15 @@ def namespace(names: Sequence[str], arrays: Sequence[object]) -> tuple[Namespace
                     f"{dev!r}; move them to one device (kldiv never copies between devices)"
                 )
                 raise ValueError(msg)
-        like = real[0][1]
-        kwargs = {"device": _compat.device(like)}
+        like: Any = real[0][1]
+        kwargs: dict[str, Any] = {"device": _compat.device(like)}
+        if xp.isdtype(like.dtype, "real floating"):
+            kwargs["dtype"] = like.dtype
     else:
-        import numpy as np
-
         xp = _compat.array_namespace(np.empty(0))
         kwargs = {}
     converted = []
-    for name, a in zip(names, arrays):
+    for name, a in zip(names, arrays, strict=True):
         if not _compat.is_array_api_obj(a):
             try:
                 a = xp.asarray(a, **kwargs)
@@ -80,10 +81,11 @@ def broadcast_shape(names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> 
     ndim = max(len(s) for s in shapes)
     padded = [(1,) * (ndim - len(s)) + tuple(s) for s in shapes]
     out = []
-    for sizes in zip(*padded):
+    for sizes in zip(*padded, strict=True):
         others = {s for s in sizes if s != 1}
         if len(others) > 1:
-            shown = " and ".join(f"{n} of shape {tuple(s)}" for n, s in zip(names, shapes))
+            pairs = zip(names, shapes, strict=True)
+            shown = " and ".join(f"{n} of shape {tuple(s)}" for n, s in pairs)
             msg = f"{shown} do not broadcast against each other"
             raise ValueError(msg)
         out.append(others.pop() if others else 1)
@@ -116,7 +118,7 @@ def check_distribution_axes(
     names: Sequence[str], arrays: Sequence[Array], shape: tuple[int, ...], axes: tuple[int, ...]
 ) -> None:
     """A distribution axis may not be broadcast: it would stretch one value over a row."""
-    for name, x in zip(names, arrays):
+    for name, x in zip(names, arrays, strict=True):
         padded = (1,) * (len(shape) - x.ndim) + tuple(x.shape)
         for a in axes:
             if padded[a] != shape[a]:
