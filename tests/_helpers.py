@@ -1,0 +1,64 @@
+"""Moving test data in and out of every backend, and checking what comes back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+import numpy as np
+import pytest
+
+
+def dtype_of(xp: Any, name: str) -> Any:
+    """``xp``'s dtype called ``name``; skips the test where the backend lacks it.
+
+    Asked of an array rather than of the namespace: float16 is outside the standard, so
+    namespaces need not list it, and JAX without x64 turns float64 into float32.
+    """
+    try:
+        dtype = xp.asarray(np.zeros(1, dtype=name)).dtype
+    except TypeError:
+        pytest.skip(f"{xp.__name__} has no {name}")
+    if name not in str(dtype):
+        pytest.skip(f"{xp.__name__} has no {name} on its default device (it gives {dtype})")
+    return dtype
+
+
+def asarray(xp: Any, x: Any, dtype: str) -> Any:
+    """``x`` (anything NumPy takes) as an array of ``xp`` of ``dtype``."""
+    dtype_of(xp, dtype)
+    return xp.asarray(np.asarray(x, dtype=dtype))
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A NumPy copy of any backend's array (computing a lazy one)."""
+    if array_api_compat.is_dask_array(x):
+        x = x.compute()
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if array_api_compat.is_numpy_array(x):
+        return np.asarray(x)
+    return np.from_dlpack(x)
+
+
+def assert_result(result: Any, like: Any, *, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Check that ``result`` has ``like``'s namespace and device, and ``dtype`` and ``shape``.
+
+    Returns the result as NumPy for comparing values.
+    """
+    expected_xp = array_api_compat.array_namespace(like)
+    assert array_api_compat.array_namespace(result) is expected_xp, type(result)
+    assert result.dtype == dtype, (result.dtype, dtype)
+    assert array_api_compat.device(result) == array_api_compat.device(like)
+    assert tuple(result.shape) == shape, (tuple(result.shape), shape)
+    return to_numpy(result)
+
+
+def random_distributions(
+    rng: np.random.Generator, shape: tuple[int, ...], axis: int | tuple[int, ...] = -1
+) -> np.ndarray:
+    """Strictly positive float64 distributions along ``axis``."""
+    x = rng.uniform(0.01, 1.0, size=shape)
+    return x / x.sum(axis=axis, keepdims=True)

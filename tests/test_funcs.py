@@ -1,0 +1,287 @@
+"""The public functions on every backend, against NumPy, SciPy and the worked example."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.special
+import scipy.stats
+
+import kldiv
+from tests._helpers import asarray, assert_result, dtype_of, random_distributions, to_numpy
+
+# The worked example of the TensorFlow Q&A thread (shared/seeds/000_*.txt).
+EXAMPLE_P = [[0.25, 0.1, 0.65], [0.8, 0.15, 0.05]]
+EXAMPLE_Q = [[0.7, 0.2, 0.1], [0.15, 0.8, 0.05]]
+EXAMPLE_KL = [0.88995184, 1.08808468]
+
+
+def rtol(xp, dtype: str) -> float:
+    """What a float64 NumPy reference can ask of a result of ``dtype``.
+
+    float32 results are computed in float64 and rounded once, except on a device without
+    float64 (JAX by default), which computes in float32.
+    """
+    if dtype == "float64":
+        return 1e-12
+    info = xp.__array_namespace_info__()
+    has64 = "float64" in info.dtypes(device=info.default_device(), kind="real floating")
+    return 2e-6 if has64 else 1e-4
+
+
+def naive_kl(p: np.ndarray, q: np.ndarray, axis) -> np.ndarray:
+    """The formula everyone reaches for, in float64: right on strictly positive input."""
+    p, q = p.astype(np.float64), q.astype(np.float64)
+    return np.sum(p * np.log(p / q), axis=axis)
+
+
+SHAPES = [
+    pytest.param((1000,), -1, id="1d"),
+    pytest.param((4096, 1000), -1, id="4096x1000"),
+    pytest.param((3, 6, 8, 5), (1, 2), id="4d-tuple-axis"),
+    pytest.param((6, 8, 5), (0, 2), id="3d-tuple-axis"),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("shape", "axis"), SHAPES)
+def test_kl_div_matches_naive_numpy(xp, dtype, shape, axis):
+    rng = np.random.default_rng(0)
+    p_np = random_distributions(rng, shape, axis).astype(dtype)
+    q_np = random_distributions(rng, shape, axis).astype(dtype)
+    p, q = asarray(xp, p_np, dtype), asarray(xp, q_np, dtype)
+    expected = naive_kl(p_np, q_np, axis)
+    result = kldiv.kl_div(p, q, axis=axis)
+    got = assert_result(result, p, dtype=dtype_of(xp, dtype), shape=expected.shape)
+    np.testing.assert_allclose(got, expected, rtol=rtol(xp, dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_keepdims_and_broadcasting_one_q_against_a_batch(xp, dtype):
+    rng = np.random.default_rng(1)
+    p_np = random_distributions(rng, (5, 7)).astype(dtype)
+    q_np = random_distributions(rng, (7,)).astype(dtype)
+    p, q = asarray(xp, p_np, dtype), asarray(xp, q_np, dtype)
+    result = kldiv.kl_div(p, q, keepdims=True)
+    got = assert_result(result, p, dtype=dtype_of(xp, dtype), shape=(5, 1))
+    expected = naive_kl(p_np, q_np[None, :], -1)[:, None]
+    np.testing.assert_allclose(got, expected, rtol=rtol(xp, dtype))
+    reversed_result = kldiv.kl_div(q, p)
+    got = assert_result(reversed_result, p, dtype=dtype_of(xp, dtype), shape=(5,))
+    np.testing.assert_allclose(got, naive_kl(q_np[None, :], p_np, -1), rtol=rtol(xp, dtype))
+
+
+def test_worked_example(xp):
+    p, q = asarray(xp, EXAMPLE_P, "float64"), asarray(xp, EXAMPLE_Q, "float64")
+    got = assert_result(kldiv.kl_div(p, q), p, dtype=xp.float64, shape=(2,))
+    np.testing.assert_allclose(got, EXAMPLE_KL, rtol=1e-8)
+
+
+def test_worked_example_in_float32(xp):
+    p, q = asarray(xp, EXAMPLE_P, "float32"), asarray(xp, EXAMPLE_Q, "float32")
+    got = assert_result(kldiv.kl_div(p, q, axis=1), p, dtype=xp.float32, shape=(2,))
+    np.testing.assert_allclose(got, EXAMPLE_KL, rtol=1e-6)
+
+
+ZEROS_P = [0.0, 0.0, 0.5, 0.3, 0.2, 0.0]
+ZEROS_Q = [0.0, 0.4, 0.0, 0.3, 0.1, 0.2]
+
+
+def test_rel_entr_zero_conventions_match_scipy(xp):
+    p, q = asarray(xp, ZEROS_P, "float64"), asarray(xp, ZEROS_Q, "float64")
+    got = assert_result(kldiv.rel_entr(p, q), p, dtype=xp.float64, shape=(6,))
+    expected = scipy.special.rel_entr(ZEROS_P, ZEROS_Q)
+    np.testing.assert_allclose(got, expected, rtol=1e-14)
+    assert got[0] == 0.0
+    assert got[1] == 0.0
+    assert got[2] == np.inf
+
+
+def test_rel_entr_matches_scipy_on_random_pairs(xp):
+    rng = np.random.default_rng(2)
+    p_np = rng.uniform(0, 1, 500) * (rng.uniform(size=500) > 0.2)
+    q_np = rng.uniform(0, 1, 500) * (rng.uniform(size=500) > 0.2)
+    p, q = asarray(xp, p_np, "float64"), asarray(xp, q_np, "float64")
+    got = assert_result(kldiv.rel_entr(p, q, validate=True), p, dtype=xp.float64, shape=(500,))
+    np.testing.assert_allclose(got, scipy.special.rel_entr(p_np, q_np), rtol=1e-13, atol=0)
+
+
+def test_rel_entr_survives_tiny_q_where_p_over_q_overflows(xp):
+    p, q = asarray(xp, [1.0], "float64"), asarray(xp, [1e-310], "float64")
+    got = to_numpy(kldiv.rel_entr(p, q))
+    np.testing.assert_allclose(got, [-math.log(1e-310)], rtol=1e-14)
+
+
+def test_kl_div_zeros_in_p_and_q(xp):
+    p = asarray(xp, [[0.0, 0.5, 0.5], [0.5, 0.5, 0.0]], "float64")
+    q = asarray(xp, [[0.2, 0.4, 0.4], [0.5, 0.0, 0.5]], "float64")
+    got = assert_result(kldiv.kl_div(p, q), p, dtype=xp.float64, shape=(2,))
+    expected = scipy.special.rel_entr(to_numpy(p), to_numpy(q)).sum(axis=-1)
+    np.testing.assert_allclose(got, expected, rtol=1e-14)
+    assert got[1] == np.inf
+    assert not np.isnan(got).any()
+
+
+def test_kl_div_zero_in_p_never_gives_nan(xp):
+    p = asarray(xp, [0.0, 1.0], "float32")
+    q = asarray(xp, [0.0, 1.0], "float32")
+    got = to_numpy(kldiv.kl_div(p, q))
+    assert got == 0.0
+
+
+@pytest.mark.parametrize("base", [None, 2, 10])
+def test_kl_div_and_entropy_match_scipy_stats(xp, base):
+    rng = np.random.default_rng(3)
+    p_np = random_distributions(rng, (4, 50))
+    q_np = random_distributions(rng, (4, 50))
+    p, q = asarray(xp, p_np, "float64"), asarray(xp, q_np, "float64")
+    kl = assert_result(kldiv.kl_div(p, q, base=base), p, dtype=xp.float64, shape=(4,))
+    np.testing.assert_allclose(kl, scipy.stats.entropy(p_np, q_np, base=base, axis=-1), rtol=1e-12)
+    h = assert_result(kldiv.entropy(p, base=base), p, dtype=xp.float64, shape=(4,))
+    np.testing.assert_allclose(h, scipy.stats.entropy(p_np, base=base, axis=-1), rtol=1e-12)
+
+
+def test_cross_entropy_and_js_div_against_numpy(xp):
+    rng = np.random.default_rng(4)
+    p_np = random_distributions(rng, (3, 40))
+    q_np = random_distributions(rng, (3, 40))
+    p, q = asarray(xp, p_np, "float64"), asarray(xp, q_np, "float64")
+    ce = assert_result(kldiv.cross_entropy(p, q), p, dtype=xp.float64, shape=(3,))
+    np.testing.assert_allclose(ce, -np.sum(p_np * np.log(q_np), axis=-1), rtol=1e-13)
+    js = assert_result(kldiv.js_div(p, q, base=2), p, dtype=xp.float64, shape=(3,))
+    m = (p_np + q_np) / 2
+    expected = (naive_kl(p_np, m, -1) + naive_kl(q_np, m, -1)) / 2 / math.log(2)
+    np.testing.assert_allclose(js, expected, rtol=1e-10)
+    from scipy.spatial.distance import jensenshannon
+
+    np.testing.assert_allclose(np.sqrt(js), jensenshannon(p_np, q_np, base=2, axis=-1), rtol=1e-10)
+
+
+def test_cross_entropy_and_entropy_conventions(xp):
+    p = asarray(xp, [0.0, 0.5, 0.5], "float64")
+    q = asarray(xp, [0.0, 0.5, 0.5], "float64")
+    assert to_numpy(kldiv.entropy(p)) == pytest.approx(math.log(2))
+    assert to_numpy(kldiv.cross_entropy(p, q)) == pytest.approx(math.log(2))
+    q0 = asarray(xp, [0.5, 0.5, 0.0], "float64")
+    assert to_numpy(kldiv.cross_entropy(p, q0)) == np.inf
+    js = to_numpy(kldiv.js_div(p, q0))
+    assert np.isfinite(js)
+    assert 0 < js <= math.log(2)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_every_floating_dtype_comes_back_as_itself(xp, dtype):
+    dt = dtype_of(xp, dtype)
+    p = asarray(xp, EXAMPLE_P, dtype)
+    q = asarray(xp, EXAMPLE_Q, dtype)
+    tol = {"float16": 2e-3, "float32": 1e-6, "float64": 1e-12}[dtype]
+    p_np, q_np = to_numpy(p).astype(np.float64), to_numpy(q).astype(np.float64)
+    for func, expected in [
+        (kldiv.kl_div, naive_kl(p_np, q_np, -1)),
+        (kldiv.cross_entropy, -np.sum(p_np * np.log(q_np), axis=-1)),
+        (kldiv.js_div, None),
+    ]:
+        got = assert_result(func(p, q, validate=dtype != "float16"), p, dtype=dt, shape=(2,))
+        if expected is not None:
+            np.testing.assert_allclose(got, expected, rtol=tol)
+    got = assert_result(kldiv.entropy(p), p, dtype=dt, shape=(2,))
+    np.testing.assert_allclose(got, -np.sum(p_np * np.log(p_np), axis=-1), rtol=tol)
+    got = assert_result(kldiv.rel_entr(p, q), p, dtype=dt, shape=(2, 3))
+    np.testing.assert_allclose(got, p_np * np.log(p_np / q_np), rtol=tol)
+    got = assert_result(kldiv.kl_div_logits(p, q), p, dtype=dt, shape=(2,))
+    assert np.all(np.isfinite(got))
+
+
+def test_mixed_dtypes_promote(xp):
+    p = asarray(xp, EXAMPLE_P, "float32")
+    q = asarray(xp, EXAMPLE_Q, "float64")
+    got = assert_result(kldiv.kl_div(p, q), p, dtype=xp.float64, shape=(2,))
+    np.testing.assert_allclose(got, naive_kl(to_numpy(p), to_numpy(q), -1), rtol=1e-12)
+
+
+def test_sequences_are_taken_as_arrays_of_the_other_argument(xp):
+    q = asarray(xp, EXAMPLE_Q, "float64")
+    got = assert_result(kldiv.kl_div(EXAMPLE_P, q), q, dtype=xp.float64, shape=(2,))
+    np.testing.assert_allclose(got, EXAMPLE_KL, rtol=1e-8)
+
+
+def test_plain_lists_give_numpy():
+    result = kldiv.kl_div(EXAMPLE_P, EXAMPLE_Q)
+    assert isinstance(result, np.ndarray)
+    np.testing.assert_allclose(result, EXAMPLE_KL, rtol=1e-8)
+
+
+def test_one_dimensional_input_gives_a_zero_dimensional_array(xp):
+    p = asarray(xp, EXAMPLE_P[0], "float64")
+    q = asarray(xp, EXAMPLE_Q[0], "float64")
+    for result in (kldiv.kl_div(p, q), kldiv.entropy(p), kldiv.kl_div_logits(p, q)):
+        assert_result(result, p, dtype=xp.float64, shape=())
+
+
+# ---- logits ---------------------------------------------------------------------------------
+
+
+def log_softmax_np(a: np.ndarray, axis) -> np.ndarray:
+    a = a.astype(np.float64)
+    shifted = a - a.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("shape", "axis"), [((64, 300), -1), ((4, 5, 6), (0, 2))])
+def test_kl_div_logits_matches_the_probability_form(xp, dtype, shape, axis):
+    rng = np.random.default_rng(5)
+    a_np = (3 * rng.standard_normal(shape)).astype(dtype)
+    b_np = (3 * rng.standard_normal(shape)).astype(dtype)
+    a, b = asarray(xp, a_np, dtype), asarray(xp, b_np, dtype)
+    la, lb = log_softmax_np(a_np, axis), log_softmax_np(b_np, axis)
+    expected = np.sum(np.exp(la) * (la - lb), axis=axis)
+    got = assert_result(
+        kldiv.kl_div_logits(a, b, axis=axis), a, dtype=dtype_of(xp, dtype), shape=expected.shape
+    )
+    np.testing.assert_allclose(got, expected, rtol=10 * rtol(xp, dtype), atol=1e-12)
+
+
+def test_kl_div_logits_stays_finite_for_a_gap_of_1e4_in_float32(xp):
+    a_np = np.array([[0.0, 1e4, -1e4], [5e3, -5e3, 0.0]], dtype=np.float32)
+    b_np = np.array([[1e4, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=np.float32)
+    a, b = asarray(xp, a_np, "float32"), asarray(xp, b_np, "float32")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sa, sb = scipy.special.softmax(a_np, axis=-1), scipy.special.softmax(b_np, axis=-1)
+        naive = np.sum(sa * np.log(sa / sb), axis=-1)
+    assert not np.all(np.isfinite(naive))  # what kldiv exists to avoid
+    got = assert_result(kldiv.kl_div_logits(a, b), a, dtype=xp.float32, shape=(2,))
+    # Row 0: p is all on entry 1 (logit 1e4), q all on entry 0: KL = 1e4 - 0 (b's gap).
+    # Row 1: p all on entry 0, q uniform: KL = log(3).
+    np.testing.assert_allclose(got, [1e4, math.log(3)], rtol=1e-6)
+
+
+def test_kl_div_logits_accepts_log_probabilities_with_minus_inf(xp):
+    p_np = np.array([0.0, 0.25, 0.75])
+    q_np = np.array([0.5, 0.5, 0.0])
+    with np.errstate(divide="ignore"):
+        lp, lq = np.log(p_np), np.log(q_np)
+    a, b = asarray(xp, lp, "float64"), asarray(xp, lq, "float64")
+    assert to_numpy(kldiv.kl_div_logits(a, b)) == np.inf
+    got = to_numpy(kldiv.kl_div_logits(b, a))
+    assert got == np.inf
+    got = to_numpy(kldiv.kl_div_logits(a, a))
+    assert got == 0.0
+    a2 = asarray(xp, np.log([0.5, 0.5]), "float64")
+    b2 = asarray(xp, np.log([0.25, 0.75]), "float64")
+    np.testing.assert_allclose(
+        to_numpy(kldiv.kl_div_logits(a2, b2)),
+        naive_kl(np.array([0.5, 0.5]), np.array([0.25, 0.75]), -1),
+        rtol=1e-14,
+    )
+
+
+def test_kl_div_logits_is_shift_invariant(xp):
+    a = asarray(xp, [1.0, 2.0, 3.0], "float64")
+    b = asarray(xp, [0.5, 0.0, -1.0], "float64")
+    shifted = asarray(xp, [101.0, 102.0, 103.0], "float64")
+    np.testing.assert_allclose(
+        to_numpy(kldiv.kl_div_logits(a, b)), to_numpy(kldiv.kl_div_logits(shifted, b)), rtol=1e-13
+    )
