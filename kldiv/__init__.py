@@ -6,8 +6,10 @@ array API standard, and return arrays of the same library, dtype and device.
 
 from kldiv._funcs import cross_entropy, entropy, js_div, kl_div, kl_div_logits, rel_entr
 from kldiv._version import __version__
+from kldiv.loss import KLDivergence
 
 __all__ = [
+    "KLDivergence",
     "__version__",
     "cross_entropy",
     "entropy",

@@ -175,3 +175,31 @@ def kl_div_logits(
     a, b = xp.broadcast_arrays(a, b)
     terms = logit_terms(log_softmax(a, axes, xp), log_softmax(b, axes, xp), xp)
     return xp.astype(xp.sum(terms, axis=axes, keepdims=keepdims), out_dtype)
+
+
+def softmax_kl_loss(
+    pred: Array, target: Array, *, norm_target: bool, xp: Namespace
+) -> tuple[Array, Array]:
+    """PuzzleLib's KL loss on ``(N, K)`` rows: the error summed over the batch, and the grad.
+
+    The error is ``sum(y*(log y - log softmax(pred)))`` over every row, with ``y`` the target
+    (its softmax with ``norm_target``); the grad is ``(y - softmax(pred))/N`` in ``pred``'s
+    dtype. Both come from log-softmaxes, so a logit gap that underflows the softmax leaves the
+    error finite. Returns a 0-d array in the compute dtype, and the grad.
+    """
+    out_dtype = pred.dtype
+    _, _, (pred, target) = _upcast(xp, pred, target)
+    axes = (1,)
+    log_s = log_softmax(pred, axes, xp)
+    if norm_target:
+        log_y = log_softmax(target, axes, xp)
+        y = xp.exp(log_y)
+        mass = 0.0
+    else:
+        y = target
+        log_y = xp.where(y > 0, xp.log(_positive_or_one(y, xp)), xp.full_like(y, -xp.inf))
+        # The terms assume sum(y) = 1, as sum(softmax) is; this restores the given target's sum.
+        mass = xp.sum(y) - y.shape[0]
+    error = xp.sum(logit_terms(log_y, log_s, xp)) + mass
+    grad = (y - xp.exp(log_s)) / pred.shape[0]
+    return error, xp.astype(grad, out_dtype)

@@ -136,7 +136,7 @@ def expand_to(x: Array, ndim: int, xp: Namespace) -> Array:
     return xp.reshape(x, (1,) * (ndim - x.ndim) + tuple(x.shape))
 
 
-def _first_true(mask: Array, xp: Namespace) -> tuple[int, ...]:
+def first_true(mask: Array, xp: Namespace) -> tuple[int, ...]:
     """Index of the first True of ``mask`` in C order (``mask`` holds at least one)."""
     flat = xp.reshape(xp.astype(mask, xp.int8), (-1,))
     position = int(xp.argmax(flat))
@@ -147,7 +147,7 @@ def _first_true(mask: Array, xp: Namespace) -> tuple[int, ...]:
     return tuple(reversed(index))
 
 
-def _show(index: tuple[int, ...]) -> str:
+def show_index(index: tuple[int, ...]) -> str:
     return str(index[0]) if len(index) == 1 else str(index)
 
 
@@ -158,11 +158,11 @@ def check_probabilities(name: str, x: Array, xp: Namespace) -> None:
     bad = ~(xp.isfinite(x) & (x >= 0))
     if not bool(xp.any(bad)):
         return
-    index = _first_true(bad, xp)
+    index = first_true(bad, xp)
     value = float(x[index])
     kind = "NaN" if math.isnan(value) else "infinite" if math.isinf(value) else "negative"
     msg = (
-        f"{name} has a {kind} entry ({value!r}) at index {_show(index)}; "
+        f"{name} has a {kind} entry ({value!r}) at index {show_index(index)}; "
         "probabilities must be finite and non-negative"
     )
     raise ValueError(msg)
@@ -193,9 +193,9 @@ def check_normalised(
         sums = xp.reshape(sums, (1,))
     if not bool(xp.any(bad)):
         return
-    index = _first_true(bad, xp)
+    index = first_true(bad, xp)
     value = float(sums[index])
-    shown = f"the row at index {_show(index)}" if x.ndim > len(axes) else "it"
+    shown = f"the row at index {show_index(index)}" if x.ndim > len(axes) else "it"
     msg = (
         f"{name} is not normalised along axis {_axes_shown(axes, x.ndim)}: {shown} sums to "
         f"{value!r}, off 1 by more than {tol:.2g}; divide by the sum, or pass validate=False"
@@ -209,10 +209,10 @@ def check_logits(name: str, x: Array, axes: tuple[int, ...], xp: Namespace) -> N
         x = xp.reshape(x, (1,))
     bad = xp.isnan(x) | (x == xp.inf)
     if bool(xp.any(bad)):
-        index = _first_true(bad, xp)
+        index = first_true(bad, xp)
         value = float(x[index])
         msg = (
-            f"{name} has a {value!r} entry at index {_show(index)}; logits must be finite "
+            f"{name} has a {value!r} entry at index {show_index(index)}; logits must be finite "
             "or -inf (a zero probability)"
         )
         raise ValueError(msg)
@@ -220,8 +220,8 @@ def check_logits(name: str, x: Array, axes: tuple[int, ...], xp: Namespace) -> N
     if empty.ndim == 0:
         empty = xp.reshape(empty, (1,))
     if bool(xp.any(empty)):
-        index = _first_true(empty, xp)
-        shown = f"the row at index {_show(index)}" if x.ndim > len(axes) else "the row"
+        index = first_true(empty, xp)
+        shown = f"the row at index {show_index(index)}" if x.ndim > len(axes) else "the row"
         msg = f"{name}: {shown} has no finite logit, so it is no distribution"
         raise ValueError(msg)
 
