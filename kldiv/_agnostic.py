@@ -6,6 +6,10 @@ broadcast-compatible, ``axes`` normalised to non-negative ints of the broadcast 
 the namespace ``xp`` as a required keyword. The arithmetic runs in
 :func:`kldiv._dtypes.compute_dtype`; the result is cast back to the inputs' dtype.
 
+Every function takes ``validate``, as every backend's does. This module leaves the value
+checks to the public layer (it has no ``CHECKS_VALUES``); a backend that fuses them into its
+own pass over the data sets ``CHECKS_VALUES = True`` and checks when ``validate`` is true.
+
 The elementwise term behind the KL divergence is written so that it is never negative::
 
     t(p, q) = p*log(p/q) - p + q = q*phi(p/q),   phi(r) = r*log(r) - r + 1 >= 0
@@ -67,8 +71,9 @@ def kl_terms(p: Array, q: Array, xp: Namespace) -> Array:
     return xp.where(bad, xp.full_like(t, xp.nan), t)
 
 
-def rel_entr(p: Array, q: Array, *, xp: Namespace) -> Array:
+def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
     """Elementwise ``p*log(p/q)``: 0 where ``p == 0``, ``inf`` where ``p > 0 == q``."""
+    del validate  # the public layer has checked the values already
     out_dtype, _, (p, q) = _upcast(xp, p, q)
     total = p + q
     s = (p - q) / _positive_or_one(total, xp)
@@ -88,25 +93,28 @@ def rel_entr(p: Array, q: Array, *, xp: Namespace) -> Array:
 
 
 def kl_div(
-    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, clip: bool, xp: Namespace
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
 ) -> Array:
-    """``sum(t(p, q)) + sum(p - q)`` along ``axes``; ``clip`` rounds a negative result to 0.
+    """``sum(t(p, q)) + sum(p - q)`` along ``axes``; with ``validate``, no result below 0.
 
     The mass difference ``sum(p - q)`` is what makes the non-negative terms add up to
     ``sum(p*log(p/q))`` exactly. For distributions it is a rounding, and a KL divergence
-    below zero can only be that rounding: with ``clip`` (the caller vouches that the rows
-    are distributions) such a result becomes 0.
+    below zero can only be that rounding: with ``validate`` (the rows were checked to be
+    distributions) such a result becomes 0.
     """
     out_dtype, _, (p, q) = _upcast(xp, p, q)
     kl = xp.sum(kl_terms(p, q, xp), axis=axes, keepdims=keepdims)
     kl = kl + xp.sum(p - q, axis=axes, keepdims=keepdims)
-    if clip:
+    if validate:
         kl = xp.where(kl < 0, xp.zeros_like(kl), kl)
     return xp.astype(kl, out_dtype)
 
 
-def entropy(p: Array, *, axes: tuple[int, ...], keepdims: bool, xp: Namespace) -> Array:
+def entropy(
+    p: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
     """``-sum(p*log(p))`` along ``axes``, with ``0*log(0) = 0``."""
+    del validate  # the public layer has checked the values already
     out_dtype, _, (p,) = _upcast(xp, p)
     terms = -p * xp.log(_positive_or_one(p, xp))
     terms = xp.where(p < 0, xp.full_like(terms, xp.nan), terms)
@@ -114,9 +122,10 @@ def entropy(p: Array, *, axes: tuple[int, ...], keepdims: bool, xp: Namespace) -
 
 
 def cross_entropy(
-    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, xp: Namespace
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
 ) -> Array:
     """``-sum(p*log(q))`` along ``axes``: 0 where ``p == 0``, ``inf`` where ``p > 0 == q``."""
+    del validate  # the public layer has checked the values already
     out_dtype, _, (p, q) = _upcast(xp, p, q)
     terms = -p * xp.log(_positive_or_one(q, xp))
     terms = xp.where(q > 0, terms, xp.full_like(terms, xp.inf))
@@ -126,12 +135,15 @@ def cross_entropy(
     return xp.astype(xp.sum(terms, axis=axes, keepdims=keepdims), out_dtype)
 
 
-def js_div(p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, xp: Namespace) -> Array:
+def js_div(
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
     """``(KL(p || m) + KL(q || m)) / 2`` with ``m = (p + q)/2``.
 
     The mass differences ``sum(p - m)`` and ``sum(q - m)`` cancel exactly, so the result is a
     sum of non-negative terms alone.
     """
+    del validate  # the public layer has checked the values already
     out_dtype, _, (p, q) = _upcast(xp, p, q)
     m = (p + q) / 2
     terms = kl_terms(p, m, xp) + kl_terms(q, m, xp)
@@ -165,12 +177,13 @@ def logit_terms(la: Array, lb: Array, xp: Namespace) -> Array:
 
 
 def kl_div_logits(
-    a: Array, b: Array, *, axes: tuple[int, ...], keepdims: bool, xp: Namespace
+    a: Array, b: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
 ) -> Array:
     """KL(softmax(a) || softmax(b)) along ``axes``, all in log space.
 
     Both softmaxes sum to 1 exactly in real arithmetic, so no mass difference is added.
     """
+    del validate  # the public layer has checked the values already
     out_dtype, _, (a, b) = _upcast(xp, a, b)
     a, b = xp.broadcast_arrays(a, b)
     terms = logit_terms(log_softmax(a, axes, xp), log_softmax(b, axes, xp), xp)

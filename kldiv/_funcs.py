@@ -8,6 +8,7 @@ dtype and device.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 from kldiv import _compat, _dispatch
@@ -26,9 +27,14 @@ def _prepare(
     validate: bool,
     *,
     logits: bool = False,
-) -> tuple[Any, list[Array], tuple[int, ...]]:
-    """Namespace, arrays and normalised axes, after every check the arguments need."""
+) -> tuple[Any, ModuleType, list[Array], tuple[int, ...]]:
+    """Namespace, backend, arrays and normalised axes, after every check the arguments need.
+
+    The value checks are left to a backend that fuses them into its own pass over the data
+    (``CHECKS_VALUES``); shape and dtype checks always run here.
+    """
     xp, checked = v.namespace(names, arrays)
+    backend = _dispatch.backend(xp)
     for name, x in zip(names, checked, strict=True):
         v.check_floating(name, x, xp)
     shape = v.broadcast_shape(names, [tuple(x.shape) for x in checked])
@@ -36,7 +42,7 @@ def _prepare(
     if axis is not None:
         axes = v.normalize_axis(axis, len(shape), func)
         v.check_distribution_axes(names, checked, shape, axes)
-    if validate:
+    if validate and not getattr(backend, "CHECKS_VALUES", False):
         for name, x in zip(names, checked, strict=True):
             if not _compat.values_are_readable(x):
                 continue
@@ -47,7 +53,7 @@ def _prepare(
             if axes:
                 work = compute_dtype(xp, x.dtype, _compat.device(x))
                 v.check_normalised(name, v.expand_to(x, len(shape), xp), axes, work, xp)
-    return xp, checked, axes
+    return xp, backend, checked, axes
 
 
 def _in_base(x: Array, base: float | None, xp: Any) -> Array:
@@ -91,8 +97,8 @@ def rel_entr(p: Array, q: Array, /, *, validate: bool = True) -> Array:
     >>> kldiv.rel_entr(np.array([0.0, 0.5, 0.5]), np.array([0.0, 0.25, 0.0]))
     array([0.        , 0.34657359,        inf])
     """
-    xp, (p, q), _ = _prepare("rel_entr", ("p", "q"), (p, q), None, validate)
-    return xp.asarray(_dispatch.backend(xp).rel_entr(p, q, xp=xp))
+    xp, backend, (p, q), _ = _prepare("rel_entr", ("p", "q"), (p, q), None, validate)
+    return xp.asarray(backend.rel_entr(p, q, validate=validate, xp=xp))
 
 
 def kl_div(
@@ -164,8 +170,8 @@ def kl_div(
     >>> kldiv.kl_div(np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5]), base=2)
     array(1.)
     """
-    xp, (p, q), axes = _prepare("kl_div", ("p", "q"), (p, q), axis, validate)
-    out = _dispatch.backend(xp).kl_div(p, q, axes=axes, keepdims=keepdims, clip=validate, xp=xp)
+    xp, backend, (p, q), axes = _prepare("kl_div", ("p", "q"), (p, q), axis, validate)
+    out = backend.kl_div(p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
     return _in_base(out, base, xp)
 
 
@@ -212,8 +218,10 @@ def kl_div_logits(
     >>> kldiv.kl_div_logits(a, b)
     array(0.6931472, dtype=float32)
     """
-    xp, (a, b), axes = _prepare("kl_div_logits", ("a", "b"), (a, b), axis, validate, logits=True)
-    out = _dispatch.backend(xp).kl_div_logits(a, b, axes=axes, keepdims=keepdims, xp=xp)
+    xp, backend, (a, b), axes = _prepare(
+        "kl_div_logits", ("a", "b"), (a, b), axis, validate, logits=True
+    )
+    out = backend.kl_div_logits(a, b, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
     return _in_base(out, base, xp)
 
 
@@ -247,8 +255,8 @@ def entropy(
     >>> kldiv.entropy(np.array([0.5, 0.25, 0.25, 0.0]), base=2)
     array(1.5)
     """
-    xp, (p,), axes = _prepare("entropy", ("p",), (p,), axis, validate)
-    out = _dispatch.backend(xp).entropy(p, axes=axes, keepdims=keepdims, xp=xp)
+    xp, backend, (p,), axes = _prepare("entropy", ("p",), (p,), axis, validate)
+    out = backend.entropy(p, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
     return _in_base(out, base, xp)
 
 
@@ -286,8 +294,8 @@ def cross_entropy(
     >>> kldiv.cross_entropy(np.array([0.5, 0.5]), np.array([0.25, 0.75]), base=2)
     array(1.20751875)
     """
-    xp, (p, q), axes = _prepare("cross_entropy", ("p", "q"), (p, q), axis, validate)
-    out = _dispatch.backend(xp).cross_entropy(p, q, axes=axes, keepdims=keepdims, xp=xp)
+    xp, backend, (p, q), axes = _prepare("cross_entropy", ("p", "q"), (p, q), axis, validate)
+    out = backend.cross_entropy(p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
     return _in_base(out, base, xp)
 
 
@@ -325,6 +333,6 @@ def js_div(
     >>> kldiv.js_div(np.array([1.0, 0.0]), np.array([0.0, 1.0]), base=2)
     array(1.)
     """
-    xp, (p, q), axes = _prepare("js_div", ("p", "q"), (p, q), axis, validate)
-    out = _dispatch.backend(xp).js_div(p, q, axes=axes, keepdims=keepdims, xp=xp)
+    xp, backend, (p, q), axes = _prepare("js_div", ("p", "q"), (p, q), axis, validate)
+    out = backend.js_div(p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
     return _in_base(out, base, xp)

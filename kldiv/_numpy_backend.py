@@ -1,0 +1,533 @@
+"""The NumPy fast path: every divergence as a fused, tiled, multi-threaded row reduction.
+
+``np.sum(p * np.log(p / q), axis=-1)`` writes two full-size temporaries and runs on one core.
+Here the rows are walked in tiles of at most :data:`TILE` elements: each tile of each input is
+cast once to float64 into a worker's own scratch (a float64 input is read in place), checked,
+and reduced to partial row sums, while the tile is still in the core's L2 cache. Workers take
+contiguous ranges of rows, so each row's result is written once, by one thread; NumPy releases
+the GIL inside each ufunc, so the cores run at once. Extra memory is a few scratch tiles per
+worker, whatever the input size.
+
+The arithmetic follows :mod:`kldiv._agnostic` in substance, in fewer passes:
+
+- ``KL = sum(p * log1p((p - q)/q))``. ``log1p`` of ``u = (p - q)/q`` is exact to a rounding
+  relative to ``log(p/q)`` even for ``p`` near ``q``, where ``log(p/q)`` is only exact to an
+  absolute rounding; that is what keeps near-identical distributions from cancelling.
+- Zeros and overflow are not masked up front: a tile whose row sum comes out NaN or infinite
+  (``0*log(0)``, ``q == 0``, ``p/q`` overflowing) has those rows recomputed, first with the
+  zero convention applied, then, if still not finite, by the exact generic code.
+- Validation is fused: the minimum of each tile and the row sums are taken on the way. Only
+  when they show a problem does the public layer's check run, to say exactly what and where.
+
+Inputs must present their distribution axes as trailing, viewable as ``(rows, n)`` without a
+copy (any C-ordered array reduced over its last axes, broadcasting included). Anything else
+goes to the generic code, which is correct for every layout.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from kldiv import _agnostic
+from kldiv import _validation as v
+
+Array = Any
+Namespace = Any
+
+# float64 elements in one scratch tile: 256 KiB, so a tile of each operand and one of
+# temporaries (about 1 MiB per worker) stay in a server core's L2 cache.
+TILE = 32 * 1024
+# Below this many elements a reduction runs on the calling thread: handing work to the pool
+# costs tens of microseconds, what the whole reduction costs at this size.
+PARALLEL_MIN = 256 * 1024
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="kldiv")
+        return _pool
+
+
+def _row_ranges(rows: int, n: int) -> list[tuple[int, int]]:
+    """Contiguous row ranges, one per worker, or one range when threads would not pay."""
+    workers = min(_workers(), rows)
+    if workers < 2 or rows * n < PARALLEL_MIN:
+        return [(0, rows)]
+    bounds = [rows * i // workers for i in range(workers + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+def _run(job: Callable[[int, int], bool], rows: int, n: int) -> bool:
+    """``job(start, stop)`` over the row ranges, in parallel; True if any job flagged a problem."""
+    ranges = _row_ranges(rows, n)
+    if len(ranges) == 1:
+        return job(*ranges[0])
+    futures = [_executor().submit(job, start, stop) for start, stop in ranges]
+    return any([f.result() for f in futures])
+
+
+def _as_rows(x: Array, shape: tuple[int, ...], axes: tuple[int, ...]) -> Array | None:
+    """``x`` broadcast to ``shape``, ``axes`` moved last, as a ``(rows, n)`` view; None if
+    that view would need a copy."""
+    x = np.moveaxis(np.broadcast_to(x, shape), axes, tuple(range(-len(axes), 0)))
+    n = math.prod(shape[a] for a in axes)
+    try:
+        return x.reshape((-1, n) if n else (math.prod(x.shape[: -len(axes)]), 0), copy=False)
+    except (ValueError, TypeError):  # a copy needed, or NumPy older than 2.1
+        return None
+
+
+def _all_as_rows(
+    arrays: Sequence[Array], shape: tuple[int, ...], axes: tuple[int, ...]
+) -> list[Array] | None:
+    """:func:`_as_rows` of every array, or None if any one needs a copy."""
+    views = [_as_rows(a, shape, axes) for a in arrays]
+    return None if any(view is None for view in views) else views
+
+
+def _kept_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> tuple[int, ...]:
+    if keepdims:
+        return tuple(1 if i in axes else s for i, s in enumerate(shape))
+    return tuple(s for i, s in enumerate(shape) if i not in axes)
+
+
+def _tile_shape(n: int) -> tuple[int, int]:
+    """(rows, columns) of a tile for rows of ``n`` elements."""
+    if n >= TILE:
+        return 1, TILE
+    return max(1, TILE // max(n, 1)), n
+
+
+class _Scratch:
+    """A worker's float64 tiles, each viewed as ``(m, w)`` contiguous for the tile at hand."""
+
+    def __init__(self, count: int) -> None:
+        self._flat = [np.empty(TILE) for _ in range(count)]
+
+    def __getitem__(self, index: int) -> Any:
+        return self._flat[index]
+
+    def tile(self, index: int, m: int, w: int) -> Array:
+        return self._flat[index][: m * w].reshape(m, w)
+
+
+def _load(x: Array, rows: slice, cols: slice, scratch: _Scratch, index: int) -> Array:
+    """The float64 tile ``x[rows, cols]``: in place for float64, else cast into scratch."""
+    src = x[rows, cols]
+    if src.dtype == np.float64:
+        return src
+    dst = scratch.tile(index, *src.shape)
+    np.copyto(dst, src)
+    return dst
+
+
+def _dot_rows(a: Array, b: Array) -> Array:
+    """Row-wise ``sum(a * b)`` with no temporary."""
+    return np.einsum("ij,ij->i", a, b)
+
+
+TileTerms = Callable[[Sequence[Array], _Scratch], Array]
+
+
+def _row_reduce(
+    terms: TileTerms,
+    arrays: Sequence[Array],
+    *,
+    probabilities: bool,
+    validate: bool,
+    clip: bool,
+    out: Array,
+) -> bool:
+    """Write ``out[r] = sum over row r of terms(tiles)`` for ``(rows, n)`` float arrays.
+
+    ``terms(tiles, scratch)`` gets one float64 tile per array and returns its partial row
+    sums. With ``probabilities``, rows holding a negative entry give NaN; with ``validate``,
+    a negative, NaN or infinite entry, or a row off 1, is flagged (returns True) for the
+    public layer's checks to name. ``clip`` rounds results below 0 to 0.
+    """
+    rows, n = arrays[0].shape
+    tile_rows, tile_cols = _tile_shape(n)
+    tolerances = [v.sum_tolerance(x.dtype, n, np) for x in arrays]
+
+    def job(start: int, stop: int) -> bool:
+        scratch = _Scratch(len(arrays) + 2)
+        flagged = False
+        with np.errstate(all="ignore"):
+            for r0 in range(start, stop, tile_rows):
+                r = slice(r0, min(r0 + tile_rows, stop))
+                total: Any = 0.0
+                sums: list[Any] = [0.0] * len(arrays)
+                for c0 in range(0, max(n, 1), tile_cols):
+                    c = slice(c0, min(c0 + tile_cols, n))
+                    tiles = [_load(x, r, c, scratch, i) for i, x in enumerate(arrays)]
+                    part = terms(tiles, scratch)
+                    if probabilities:
+                        for t in tiles:
+                            if t.size and not t.min() >= 0:  # a negative entry, or a NaN
+                                part[~(t >= 0).all(axis=1)] = np.nan
+                                flagged = flagged or validate
+                    if validate:
+                        sums = [s + t.sum(axis=1) for s, t in zip(sums, tiles, strict=True)]
+                    total = total + part
+                if validate and probabilities:
+                    for s, tol in zip(sums, tolerances, strict=True):
+                        flagged = flagged or not np.all(np.abs(s - 1) <= tol)
+                if clip:
+                    total = np.where(total < 0, 0.0, total)
+                out[r] = total
+        return flagged
+
+    return _run(job, rows, n)
+
+
+def _fix_rows(part: Array, recompute: Callable[[Array], Array]) -> Array:
+    """Recompute the rows of ``part`` that came out NaN or infinite."""
+    bad = np.flatnonzero(~np.isfinite(part))
+    if bad.size:
+        part[bad] = recompute(bad)
+    return part
+
+
+_xp = None
+
+
+def _generic_np() -> Namespace:
+    """The array-API NumPy namespace, for the exact generic code on the rare rows that need it."""
+    global _xp
+    if _xp is None:
+        from kldiv import _compat
+
+        _xp = _compat.array_namespace(np.empty(0))
+    return _xp
+
+
+def _kl_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
+    p, q = tiles
+    u = scratch.tile(2, *p.shape)
+    np.subtract(p, q, out=u)
+    np.divide(u, q, out=u)
+    np.log1p(u, out=u)
+
+    def exact(rows: Array) -> Array:
+        zero_p = np.where(p[rows] > 0, u[rows], 0.0)
+        fixed = _dot_rows(p[rows], zero_p)
+        still = ~np.isfinite(fixed)
+        if still.any():
+            xp = _generic_np()
+            pr, qr = p[rows][still], q[rows][still]
+            fixed[still] = np.sum(_agnostic.kl_terms(pr, qr, xp), axis=1) + np.sum(pr - qr, axis=1)
+        return fixed
+
+    return _fix_rows(_dot_rows(p, u), exact)
+
+
+def _entropy_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
+    (p,) = tiles
+    log_p = scratch.tile(2, *p.shape)
+    np.log(p, out=log_p)
+
+    def exact(rows: Array) -> Array:
+        return -_dot_rows(p[rows], np.where(p[rows] > 0, log_p[rows], 0.0))
+
+    return _fix_rows(-_dot_rows(p, log_p), exact)
+
+
+def _cross_entropy_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
+    p, q = tiles
+    log_q = scratch.tile(2, *p.shape)
+    np.log(q, out=log_q)
+
+    def exact(rows: Array) -> Array:
+        return -_dot_rows(p[rows], np.where(p[rows] > 0, log_q[rows], 0.0))
+
+    return _fix_rows(-_dot_rows(p, log_q), exact)
+
+
+def _js_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
+    """``(sum(p*log1p(s)) + sum(q*log1p(-s)))/2``, ``s = (p - q)/(p + q)``: ``KL(p || m)`` and
+    ``KL(q || m)`` with ``(p - m)/m = s``."""
+    p, q = tiles
+    s = scratch.tile(2, *p.shape)
+    log_q_m = scratch.tile(3, *p.shape)
+    np.subtract(p, q, out=s)
+    np.add(p, q, out=log_q_m)
+    np.divide(s, log_q_m, out=s)
+    np.negative(s, out=log_q_m)
+    np.log1p(log_q_m, out=log_q_m)
+    np.log1p(s, out=s)
+
+    def exact(rows: Array) -> Array:
+        from_p = _dot_rows(p[rows], np.where(p[rows] > 0, s[rows], 0.0))
+        from_q = _dot_rows(q[rows], np.where(q[rows] > 0, log_q_m[rows], 0.0))
+        return (from_p + from_q) / 2
+
+    return _fix_rows((_dot_rows(p, s) + _dot_rows(q, log_q_m)) / 2, exact)
+
+
+def _reduce(
+    terms: TileTerms,
+    names: tuple[str, ...],
+    arrays: Sequence[Array],
+    axes: tuple[int, ...],
+    keepdims: bool,
+    *,
+    validate: bool,
+    clip: bool,
+    generic: Callable[[], Array],
+) -> Array:
+    """Lay the arrays out as rows, reduce them with ``terms`` and shape the result.
+
+    A layout that cannot be viewed as rows runs ``generic`` after the public layer's checks.
+    """
+    shape = v.broadcast_shape(names, [tuple(a.shape) for a in arrays])
+    views = _all_as_rows(arrays, shape, axes)
+    if views is None:
+        if validate:
+            _check(names, arrays, shape, axes)
+        return generic()
+    out = np.empty(views[0].shape[0], dtype=np.result_type(*arrays))
+    if _row_reduce(terms, views, probabilities=True, validate=validate, clip=clip, out=out):
+        _check(names, arrays, shape, axes)
+    return out.reshape(_kept_shape(shape, axes, keepdims))
+
+
+def _check(
+    names: Sequence[str], arrays: Sequence[Array], shape: tuple[int, ...], axes: tuple[int, ...]
+) -> None:
+    """The public layer's checks on probabilities, which name the first problem.
+
+    Run when the fused checks flagged something, or for a layout they do not cover. A row
+    right at the tolerance may pass here, summed in another order; then nothing is raised
+    and the computed result stands.
+    """
+    xp = _generic_np()
+    for name, x in zip(names, arrays, strict=True):
+        v.check_probabilities(name, x, xp)
+        if axes:
+            v.check_normalised(name, v.expand_to(x, len(shape), xp), axes, xp.float64, xp)
+
+
+# The backend checks values itself, in its pass over the data: the public layer leaves them.
+CHECKS_VALUES = True
+
+
+def kl_div(
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    """As :func:`kldiv._agnostic.kl_div`, fused."""
+    return _reduce(
+        _kl_tile,
+        ("p", "q"),
+        (p, q),
+        axes,
+        keepdims,
+        validate=validate,
+        clip=validate,
+        generic=lambda: _agnostic.kl_div(
+            p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
+        ),
+    )
+
+
+def entropy(
+    p: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    """As :func:`kldiv._agnostic.entropy`, fused."""
+    return _reduce(
+        _entropy_tile,
+        ("p",),
+        (p,),
+        axes,
+        keepdims,
+        validate=validate,
+        clip=False,
+        generic=lambda: _agnostic.entropy(
+            p, axes=axes, keepdims=keepdims, validate=validate, xp=xp
+        ),
+    )
+
+
+def cross_entropy(
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    """As :func:`kldiv._agnostic.cross_entropy`, fused."""
+    return _reduce(
+        _cross_entropy_tile,
+        ("p", "q"),
+        (p, q),
+        axes,
+        keepdims,
+        validate=validate,
+        clip=False,
+        generic=lambda: _agnostic.cross_entropy(
+            p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
+        ),
+    )
+
+
+def js_div(
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    """As :func:`kldiv._agnostic.js_div`, fused. JS is never below 0 for non-negative input,
+    so a result below 0 is rounding and is clipped, validated or not."""
+    return _reduce(
+        _js_tile,
+        ("p", "q"),
+        (p, q),
+        axes,
+        keepdims,
+        validate=validate,
+        clip=True,
+        generic=lambda: _agnostic.js_div(
+            p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
+        ),
+    )
+
+
+def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
+    """As :func:`kldiv._agnostic.rel_entr`, tiled: ``p*log1p((p - q)/q)`` written per tile."""
+    shape = v.broadcast_shape(("p", "q"), [tuple(p.shape), tuple(q.shape)])
+    out = np.empty(shape, dtype=np.result_type(p, q))
+    last = (len(shape) - 1,) if shape else ()
+    views = _all_as_rows((p, q), shape, last) if shape else None
+    if views is None:
+        if validate:
+            _check(("p", "q"), (p, q), shape, ())
+        return _agnostic.rel_entr(p, q, validate=validate, xp=xp)
+    out_rows = out.reshape(-1, shape[-1])
+    rows, n = out_rows.shape
+    tile_rows, tile_cols = _tile_shape(n)
+
+    def job(start: int, stop: int) -> bool:
+        scratch = _Scratch(3)
+        flagged = False
+        with np.errstate(all="ignore"):
+            for r0 in range(start, stop, tile_rows):
+                r = slice(r0, min(r0 + tile_rows, stop))
+                for c0 in range(0, n, tile_cols):
+                    c = slice(c0, min(c0 + tile_cols, n))
+                    pt, qt = (_load(x, r, c, scratch, i) for i, x in enumerate(views))
+                    flagged = flagged or not (pt.min() >= 0 and qt.min() >= 0)
+                    terms = scratch.tile(2, *pt.shape)
+                    np.subtract(pt, qt, out=terms)
+                    np.divide(terms, qt, out=terms)
+                    np.log1p(terms, out=terms)
+                    np.multiply(terms, pt, out=terms)
+                    bad = ~np.isfinite(terms)
+                    if bad.any():
+                        # inf is right for q == 0 < p, and from an infinite entry is not
+                        flagged = True
+                        terms[bad] = _agnostic.rel_entr(
+                            pt[bad], qt[bad], validate=False, xp=_generic_np()
+                        )
+                    out_rows[r, c] = terms
+        return flagged
+
+    if _run(job, rows, n) and validate:
+        _check(("p", "q"), (p, q), shape, ())
+    return out
+
+
+def _log_softmax_rows(x: Array, out: Array) -> Array:
+    """``out = x - logsumexp(x)`` row-wise, ``out`` scratch of ``x``'s shape; returns each
+    row's maximum, which is not finite for a row holding NaN or ``+inf``, or no finite entry."""
+    peak = x.max(axis=1)
+    np.subtract(x, peak[:, None], out=out)
+    total = np.exp(out).sum(axis=1)
+    np.subtract(out, np.log(total)[:, None], out=out)
+    return peak
+
+
+def _logit_terms_rows(log_p: Array, log_q: Array, q: Array, work: Array) -> Array:
+    """Row sums of ``t = q*phi(p/q) = q*(d + d*E - E)``, ``d = log_p - log_q``,
+    ``E = expm1(d)``: ``p*log(p/q) - p + q`` from log-probabilities, every term >= 0.
+
+    ``q`` is ``exp(log_q)``; ``log_p``, ``log_q`` and ``work`` are overwritten. Rows that come
+    out NaN or infinite (``-inf`` entries, an overflowing ``E``) are the caller's to redo.
+    """
+    d, bracket = log_p, log_q
+    np.subtract(log_p, log_q, out=d)
+    np.expm1(d, out=work)
+    np.multiply(d, work, out=bracket)
+    np.add(bracket, d, out=bracket)
+    np.subtract(bracket, work, out=bracket)
+    return _dot_rows(q, bracket)
+
+
+def kl_div_logits(
+    a: Array, b: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    """As :func:`kldiv._agnostic.kl_div_logits`, fused for rows of at most :data:`TILE`."""
+    shape = v.broadcast_shape(("a", "b"), [tuple(a.shape), tuple(b.shape)])
+    views = _all_as_rows((a, b), shape, axes)
+    n = math.prod(shape[i] for i in axes)
+
+    def generic() -> Array:
+        if validate:
+            for name, x in (("a", a), ("b", b)):
+                v.check_logits(name, v.expand_to(x, len(shape), _generic_np()), axes, _generic_np())
+        return _agnostic.kl_div_logits(a, b, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
+
+    # A row longer than a tile would need its log-sum-exp before its terms: two passes over
+    # memory. Such rows are rare for logits (class counts), and the generic code is exact.
+    if views is None or not 0 < n <= TILE:
+        return generic()
+    a_rows, b_rows = views
+    rows = a_rows.shape[0]
+    out = np.empty(rows, dtype=np.result_type(a, b))
+    tile_rows, _ = _tile_shape(n)
+
+    def job(start: int, stop: int) -> bool:
+        scratch = _Scratch(6)
+        flagged = False
+        with np.errstate(all="ignore"):
+            for r0 in range(start, stop, tile_rows):
+                r = slice(r0, min(r0 + tile_rows, stop))
+                at = _load(a_rows, r, slice(None), scratch, 0)
+                bt = _load(b_rows, r, slice(None), scratch, 1)
+                la, lb, q, work = (scratch.tile(i, *at.shape) for i in range(2, 6))
+                peaks = (_log_softmax_rows(at, la), _log_softmax_rows(bt, lb))
+                flagged = flagged or not all(np.isfinite(peak).all() for peak in peaks)
+                np.exp(lb, out=q)
+                sums = _logit_terms_rows(la, lb, q, work)
+
+                def exact(bad: Array, at: Array = at, bt: Array = bt) -> Array:
+                    gx = _generic_np()
+                    la_bad = _agnostic.log_softmax(at[bad], (1,), gx)
+                    lb_bad = _agnostic.log_softmax(bt[bad], (1,), gx)
+                    return np.sum(_agnostic.logit_terms(la_bad, lb_bad, gx), axis=1)
+
+                sums = _fix_rows(sums, exact)
+                out[r] = np.where(sums < 0, 0.0, sums)
+        return flagged
+
+    if _run(job, rows, n) and validate:
+        generic()  # its checks name the problem
+    return out.reshape(_kept_shape(shape, axes, keepdims))
+
+
+def softmax_kl_loss(
+    pred: Array, target: Array, *, norm_target: bool, xp: Namespace
+) -> tuple[Array, Array]:
+    """As :func:`kldiv._agnostic.softmax_kl_loss`; generic until a fused loss lands here."""
+    return _agnostic.softmax_kl_loss(pred, target, norm_target=norm_target, xp=xp)

@@ -1,0 +1,195 @@
+"""The NumPy fast path against the generic code it must agree with, in every corner of its
+tiling, threading and zero handling."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import array_api_compat.numpy as xp_np
+import numpy as np
+import pytest
+
+import kldiv
+from kldiv import _agnostic
+from kldiv import _numpy_backend as nb
+
+REDUCTIONS = ["kl_div", "entropy", "cross_entropy", "js_div", "kl_div_logits"]
+
+
+def fast(name, *arrays, **kwargs):
+    return getattr(kldiv, name)(*arrays, **kwargs)
+
+
+def generic(name, *arrays, axis=-1, keepdims=False, validate=True):
+    """The generic array-API code on the same NumPy arrays."""
+    axes = tuple(sorted(a % arrays[0].ndim for a in (axis if isinstance(axis, tuple) else (axis,))))
+    kwargs = {"axes": axes, "keepdims": keepdims, "validate": validate, "xp": xp_np}
+    return np.asarray(getattr(_agnostic, name)(*arrays, **kwargs))
+
+
+def distributions(rng, shape, dtype, zeros=0.0):
+    x = rng.uniform(0.01, 1.0, shape)
+    if zeros:
+        x[rng.uniform(size=shape) < zeros] = 0
+        x[..., 0] += 0.01
+    return (x / x.sum(axis=-1, keepdims=True)).astype(dtype)
+
+
+def args_for(name, rng, shape, dtype, zeros=0.0):
+    if name == "kl_div_logits":
+        return [(3 * rng.standard_normal(shape)).astype(dtype) for _ in range(2)]
+    count = 1 if name == "entropy" else 2
+    return [distributions(rng, shape, dtype, zeros) for _ in range(count)]
+
+
+@pytest.fixture(params=["one tile", "small tiles, threads"])
+def tiling(request, monkeypatch):
+    """The default tiling, and tiny tiles with threads at any size, so that small inputs
+    cross tile, column-tile and thread boundaries."""
+    if request.param != "one tile":
+        monkeypatch.setattr(nb, "TILE", 64)
+        monkeypatch.setattr(nb, "PARALLEL_MIN", 0)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", REDUCTIONS)
+@pytest.mark.parametrize("shape", [(37, 50), (5, 300), (3, 1), (1, 700)])
+def test_fast_path_agrees_with_generic(tiling, name, shape, dtype):
+    rng = np.random.default_rng(0)
+    arrays = args_for(name, rng, shape, dtype)
+    got = fast(name, *arrays)
+    np.testing.assert_allclose(
+        got, generic(name, *arrays), rtol=1e-12 if dtype == "float64" else 2e-7
+    )
+    assert got.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("name", ["kl_div", "entropy", "cross_entropy", "js_div"])
+def test_zeros_in_p_and_q(tiling, name):
+    rng = np.random.default_rng(1)
+    arrays = args_for(name, rng, (40, 90), "float64", zeros=0.3)
+    got = fast(name, *arrays, validate=False)
+    np.testing.assert_allclose(got, generic(name, *arrays, validate=False), rtol=1e-12)
+
+
+def test_zero_q_under_positive_p_is_inf_and_both_zero_is_nothing(tiling):
+    p = np.tile([0.0, 0.5, 0.5, 0.0], (50, 1))
+    q = np.tile([0.0, 0.25, 0.25, 0.5], (50, 1))
+    q[7] = [0.5, 0.5, 0.0, 0.0]
+    got = kldiv.kl_div(p, q)
+    assert got[7] == np.inf
+    np.testing.assert_allclose(np.delete(got, 7), np.log(2), rtol=1e-15)
+    assert kldiv.cross_entropy(p, q)[7] == np.inf
+    assert np.isfinite(kldiv.js_div(p, q)).all()
+
+
+def test_subnormal_q_where_p_over_q_overflows(tiling):
+    p = np.tile([0.5, 0.5], (20, 1))
+    q = np.tile([1 - 1e-310, 1e-310], (20, 1))
+    got = kldiv.kl_div(p, q)
+    expected = 0.5 * np.log(0.5 / (1 - 1e-310)) + 0.5 * (np.log(0.5) - np.log(1e-310))
+    np.testing.assert_allclose(got, expected, rtol=1e-14)
+    np.testing.assert_allclose(
+        kldiv.rel_entr(p, q)[:, 1], 0.5 * (np.log(0.5) - np.log(1e-310)), rtol=1e-14
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rel_entr_agrees_with_generic(tiling, dtype):
+    rng = np.random.default_rng(2)
+    p = distributions(rng, (30, 70), dtype, zeros=0.2)
+    q = distributions(rng, (30, 70), dtype, zeros=0.2)
+    got = kldiv.rel_entr(p, q)
+    expected = np.asarray(_agnostic.rel_entr(p, q, validate=True, xp=xp_np))
+    np.testing.assert_allclose(got, expected, rtol=1e-12 if dtype == "float64" else 2e-7)
+    assert got.dtype == np.dtype(dtype)
+
+
+def test_broadcasting_tuple_axes_and_keepdims(tiling):
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.1, 1, (4, 3, 5, 6))
+    p /= p.sum(axis=(2, 3), keepdims=True)
+    q = rng.uniform(0.1, 1, (5, 6))
+    q /= q.sum()
+    for name in ("kl_div", "cross_entropy", "js_div"):
+        got = fast(name, p, q, axis=(-2, -1), keepdims=True)
+        assert got.shape == (4, 3, 1, 1)
+        np.testing.assert_allclose(
+            got,
+            generic(name, p, np.broadcast_to(q, p.shape), axis=(2, 3), keepdims=True),
+            rtol=1e-12,
+        )
+
+
+def test_layouts_that_are_no_row_view_fall_back_to_generic(tiling):
+    rng = np.random.default_rng(4)
+    # Distributions along the middle axis: (4, 30, 5) cannot be viewed as (20, 30) rows.
+    p = np.moveaxis(distributions(rng, (4, 5, 30), "float64"), -1, 1).copy()
+    q = np.moveaxis(distributions(rng, (4, 5, 30), "float64"), -1, 1).copy()
+    assert nb._as_rows(p, p.shape, (1,)) is None
+    for name in ("kl_div", "entropy", "cross_entropy", "js_div", "kl_div_logits"):
+        arrays = (p,) if name == "entropy" else (p, q)
+        np.testing.assert_allclose(fast(name, *arrays, axis=1), generic(name, *arrays, axis=1))
+
+
+def test_threads_give_the_serial_result_exactly(monkeypatch):
+    rng = np.random.default_rng(5)
+    p = distributions(rng, (64, 200), "float32")
+    q = distributions(rng, (64, 200), "float32")
+    monkeypatch.setattr(nb, "TILE", 256)
+    monkeypatch.setattr(nb, "PARALLEL_MIN", 10**12)
+    serial = kldiv.kl_div(p, q)
+    monkeypatch.setattr(nb, "PARALLEL_MIN", 0)
+    np.testing.assert_array_equal(kldiv.kl_div(p, q), serial)
+
+
+@pytest.mark.parametrize("name", ["kl_div", "entropy", "cross_entropy", "js_div", "rel_entr"])
+def test_bad_value_in_a_late_tile_is_found_and_named(tiling, name):
+    rng = np.random.default_rng(6)
+    arrays = args_for("kl_div", rng, (60, 80), "float64")[: 1 if name == "entropy" else 2]
+    arrays[0][47, 33] = -0.01
+    with pytest.raises(ValueError, match=r"^p has a negative entry \(-0.01\) at index \(47, 33\)"):
+        fast(name, *arrays)
+
+
+def test_row_off_one_in_a_late_tile(tiling):
+    rng = np.random.default_rng(7)
+    p, q = args_for("kl_div", rng, (60, 80), "float32")
+    q[59] *= 1.001
+    with pytest.raises(
+        ValueError, match=r"^q is not normalised along axis -1: the row at index 59"
+    ):
+        kldiv.kl_div(p, q)
+
+
+def test_infinite_logit_in_a_late_tile(tiling):
+    a = np.zeros((60, 80))
+    a[58, 2] = np.inf
+    with pytest.raises(ValueError, match=r"^b has a inf entry at index \(58, 2\)"):
+        kldiv.kl_div_logits(np.zeros((60, 80)), a)
+
+
+def test_unchecked_negative_input_gives_nan_not_a_number(tiling):
+    p = np.tile([0.5, 0.5], (40, 1))
+    q = np.tile([0.5, 0.5], (40, 1))
+    p[3] = [-0.5, 1.5]
+    q[3] = [-0.5, 1.5]
+    got = kldiv.kl_div(p, q, validate=False)
+    assert np.isnan(got[3])
+    assert np.isfinite(np.delete(got, 3)).all()
+
+
+def test_extra_memory_is_a_few_tiles_whatever_the_size():
+    rng = np.random.default_rng(8)
+    p = distributions(rng, (4096, 1000), "float32")
+    q = distributions(rng, (4096, 1000), "float32")
+    kldiv.kl_div(p, q)
+    tracemalloc.start()
+    try:
+        kldiv.kl_div(p, q)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The output is 16 KiB; scratch is a few 256 KiB tiles per worker.
+    assert peak < 4 * 2**20, peak
