@@ -171,9 +171,10 @@ def logit_terms(la: Array, lb: Array, xp: Namespace) -> Array:
     small = xp.abs(d) < 1
     mass = xp.where(small, q * xp.expm1(xp.where(small, d, zero)), p - q)
     t = p * d - mass
-    t = xp.where(t > 0, t, xp.zeros_like(t))
-    t = xp.where(lb > -xp.inf, t, xp.full_like(t, xp.inf))
-    return xp.where(la > -xp.inf, t, q)
+    # Conditions that are False for NaN, so that a NaN logit gives NaN and never a number.
+    t = xp.where(t < 0, xp.zeros_like(t), t)
+    t = xp.where(lb == -xp.inf, xp.full_like(t, xp.inf), t)
+    return xp.where(la == -xp.inf, q, t)
 
 
 def kl_div_logits(

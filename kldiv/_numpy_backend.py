@@ -32,7 +32,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from kldiv import _validation as v
 
 Array = Any
 Namespace = Any
+R = TypeVar("R")
 
 # float64 elements in one scratch tile: 256 KiB, so a tile of each operand and one of
 # temporaries (about 1 MiB per worker) stay in a server core's L2 cache.
@@ -77,13 +78,13 @@ def _row_ranges(rows: int, n: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
-def _run(job: Callable[[int, int], bool], rows: int, n: int) -> bool:
-    """``job(start, stop)`` over the row ranges, in parallel; True if any job flagged a problem."""
+def _run(job: Callable[[int, int], R], rows: int, n: int) -> list[R]:
+    """``job(start, stop)`` over the row ranges, in parallel; the jobs' results in order."""
     ranges = _row_ranges(rows, n)
     if len(ranges) == 1:
-        return job(*ranges[0])
+        return [job(*ranges[0])]
     futures = [_executor().submit(job, start, stop) for start, stop in ranges]
-    return any([f.result() for f in futures])
+    return [f.result() for f in futures]
 
 
 def _as_rows(x: Array, shape: tuple[int, ...], axes: tuple[int, ...]) -> Array | None:
@@ -182,28 +183,30 @@ def _row_reduce(
                     tiles = [_load(x, r, c, scratch, i) for i, x in enumerate(arrays)]
                     part = terms(tiles, scratch)
                     if probabilities:
-                        for t in tiles:
-                            if t.size and not t.min() >= 0:  # a negative entry, or a NaN
+                        # min is NaN for a NaN entry; taken on the input, before the cast
+                        for x, t in zip(arrays, tiles, strict=True):
+                            if t.size and not x[r, c].min() >= 0:
                                 part[~(t >= 0).all(axis=1)] = np.nan
                                 flagged = flagged or validate
-                    if validate:
-                        sums = [s + t.sum(axis=1) for s, t in zip(sums, tiles, strict=True)]
-                    total = total + part
+                        if validate:
+                            sums = [s + t.sum(axis=1) for s, t in zip(sums, tiles, strict=True)]
+                    total = part if c0 == 0 else total + part
                 if validate and probabilities:
                     for s, tol in zip(sums, tolerances, strict=True):
-                        flagged = flagged or not np.all(np.abs(s - 1) <= tol)
+                        flagged = flagged or not (np.abs(s - 1) <= tol).all()
                 if clip:
-                    total = np.where(total < 0, 0.0, total)
+                    np.maximum(total, 0.0, out=total)
                 out[r] = total
         return flagged
 
-    return _run(job, rows, n)
+    return any(_run(job, rows, n))
 
 
 def _fix_rows(part: Array, recompute: Callable[[Array], Array]) -> Array:
     """Recompute the rows of ``part`` that came out NaN or infinite."""
-    bad = np.flatnonzero(~np.isfinite(part))
-    if bad.size:
+    finite = np.isfinite(part)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
         part[bad] = recompute(bad)
     return part
 
@@ -443,7 +446,7 @@ def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
                     out_rows[r, c] = terms
         return flagged
 
-    if _run(job, rows, n) and validate:
+    if any(_run(job, rows, n)) and validate:
         _check(("p", "q"), (p, q), shape, ())
     return out
 
@@ -521,7 +524,7 @@ def kl_div_logits(
                 out[r] = np.where(sums < 0, 0.0, sums)
         return flagged
 
-    if _run(job, rows, n) and validate:
+    if any(_run(job, rows, n)) and validate:
         generic()  # its checks name the problem
     return out.reshape(_kept_shape(shape, axes, keepdims))
 
@@ -529,5 +532,52 @@ def kl_div_logits(
 def softmax_kl_loss(
     pred: Array, target: Array, *, norm_target: bool, xp: Namespace
 ) -> tuple[Array, Array]:
-    """As :func:`kldiv._agnostic.softmax_kl_loss`; generic until a fused loss lands here."""
-    return _agnostic.softmax_kl_loss(pred, target, norm_target=norm_target, xp=xp)
+    """As :func:`kldiv._agnostic.softmax_kl_loss`, fused for rows of at most :data:`TILE`:
+    pred and target read once, grad written once, per row block."""
+    rows, n = pred.shape
+    if not 0 < n <= TILE:  # as for kl_div_logits: a longer row needs two passes
+        return _agnostic.softmax_kl_loss(pred, target, norm_target=norm_target, xp=xp)
+    grad = np.empty(pred.shape, dtype=pred.dtype)
+    tile_rows, _ = _tile_shape(n)
+    # A zero target's log, -inf, becomes the most negative float: its term then comes out
+    # exactly s (q*phi(0) = q) instead of NaN, with no mask.
+    lowest = np.finfo(np.float64).min
+
+    def job(start: int, stop: int) -> float:
+        scratch = _Scratch(7)
+        error = 0.0
+        with np.errstate(all="ignore"):
+            for r0 in range(start, stop, tile_rows):
+                r = slice(r0, min(r0 + tile_rows, stop))
+                pt = _load(pred, r, slice(None), scratch, 0)
+                yt = _load(target, r, slice(None), scratch, 1)
+                log_s, s, log_y, y, work = (scratch.tile(i, *pt.shape) for i in range(2, 7))
+                _log_softmax_rows(pt, log_s)
+                np.exp(log_s, out=s)
+                if norm_target:
+                    _log_softmax_rows(yt, log_y)
+                    np.exp(log_y, out=y)
+                else:
+                    y = yt
+                    np.log(y, out=log_y)
+                    np.maximum(log_y, lowest, out=log_y)
+                    error += float(y.sum()) - y.shape[0]  # the target's own mass, as generic
+                np.subtract(y, s, out=work)
+                np.divide(work, rows, out=work)
+                grad[r] = work
+
+                def exact(bad: Array, pt: Array = pt, yt: Array = yt) -> Array:
+                    gx = _generic_np()
+                    log_s_bad = _agnostic.log_softmax(pt[bad], (1,), gx)
+                    if norm_target:
+                        log_y_bad = _agnostic.log_softmax(yt[bad], (1,), gx)
+                    else:
+                        log_y_bad = np.log(yt[bad])
+                    return np.sum(_agnostic.logit_terms(log_y_bad, log_s_bad, gx), axis=1)
+
+                part = _fix_rows(_logit_terms_rows(log_y, log_s, s, work), exact)
+                error += float(part.sum())
+        return error
+
+    error_sum = sum(_run(job, rows, n))
+    return np.asarray(error_sum), grad

@@ -285,3 +285,16 @@ def test_kl_div_logits_is_shift_invariant(xp):
     np.testing.assert_allclose(
         to_numpy(kldiv.kl_div_logits(a, b)), to_numpy(kldiv.kl_div_logits(shifted, b)), rtol=1e-13
     )
+
+
+def test_unchecked_nan_gives_nan_never_a_number(xp):
+    p = asarray(xp, [[0.5, np.nan], [0.5, 0.5]], "float64")
+    q = asarray(xp, [[0.5, 0.5], [0.5, 0.5]], "float64")
+    for func in (kldiv.kl_div, kldiv.cross_entropy, kldiv.js_div, kldiv.kl_div_logits):
+        got = to_numpy(func(p, q, validate=False))
+        assert np.isnan(got[0]), func.__name__
+        assert np.isfinite(got[1]), func.__name__
+        got = to_numpy(func(q, p, validate=False))
+        assert np.isnan(got[0]), func.__name__
+    assert np.isnan(to_numpy(kldiv.entropy(p, validate=False))[0])
+    assert np.isnan(to_numpy(kldiv.rel_entr(p, q, validate=False))[0, 1])

@@ -193,3 +193,30 @@ def test_extra_memory_is_a_few_tiles_whatever_the_size():
         tracemalloc.stop()
     # The output is 16 KiB; scratch is a few 256 KiB tiles per worker.
     assert peak < 4 * 2**20, peak
+
+
+@pytest.mark.parametrize("norm_target", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_loss_agrees_with_generic(tiling, norm_target, dtype):
+    rng = np.random.default_rng(9)
+    pred = (4 * rng.standard_normal((45, 30))).astype(dtype)
+    pred[3, 4] = 300.0  # a gap that underflows the softmax
+    if norm_target:
+        target = rng.standard_normal((45, 30)).astype(dtype)
+    else:
+        target = distributions(rng, (45, 30), dtype, zeros=0.4)
+        target[10] = 0
+        target[10, 7] = 1  # one-hot
+    error, grad = nb.softmax_kl_loss(pred, target, norm_target=norm_target, xp=xp_np)
+    g_error, g_grad = _agnostic.softmax_kl_loss(pred, target, norm_target=norm_target, xp=xp_np)
+    assert float(error) == pytest.approx(float(g_error), rel=1e-12)
+    assert grad.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(grad, g_grad, rtol=1e-6 if dtype == "float32" else 1e-13, atol=1e-30)
+
+
+def test_loss_with_nan_pred_is_nan_unchecked(tiling):
+    pred = np.zeros((20, 5))
+    pred[13, 2] = np.nan
+    target = np.full((20, 5), 0.2)
+    error, _ = nb.softmax_kl_loss(pred, target, norm_target=False, xp=xp_np)
+    assert np.isnan(float(error))
