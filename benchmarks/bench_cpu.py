@@ -1,0 +1,487 @@
+"""CPU speed and memory of ``kldiv`` against naive NumPy, SciPy, PyTorch and two floors.
+
+Run ``python benchmarks/bench_cpu.py [--quick] [--repeat N] [--out DIR]``.
+
+Method
+------
+Every workload holds strictly positive rows along the last axis, normalised in the input
+dtype (so ``kldiv``'s default validation accepts them), built from a fixed seed:
+
+* W1 ``(4096, 1000)`` float32, W2 the same in float64, W3 ``(64, 32000)`` float32,
+  W4 ``(1_000_000, 10)`` float32, W5 ``(16, 1_000_000)`` float32: probabilities.
+* W1-logits and W3-logits: the shapes of W1 and W3, logits ``3 * standard normal``.
+
+Every side of a workload runs in this one process on the same arrays. Each side is called once
+to warm up (and its result is compared with ``kldiv``'s, so that a wrong expression cannot
+pass for a fast one), then the sides take turns: repeat ``r`` starts at side ``r mod k`` so
+each side runs at every position of the round, and a burst of noise on this shared machine
+hits all sides alike rather than one. The garbage collector is off while timing, as in
+``timeit``. A sample is one call; the report gives the median of ``--repeat`` samples.
+
+Sides, probabilities: ``kldiv.kl_div(p, q)`` (defaults, validation on); naive NumPy
+``np.sum(p * np.log(p / q), axis=-1)``; ``scipy.special.rel_entr(p, q).sum(-1)``;
+``scipy.stats.entropy(p, q, axis=-1)`` (which also renormalises both arguments);
+PyTorch ``F.kl_div(q.log(), p, reduction="none").sum(-1)`` on ``torch.from_numpy`` views made
+before timing, at PyTorch's default thread count (NumPy runs on one thread); and two floors:
+
+* ``floor_log``: ``np.log(p, out=buf)`` into a preallocated buffer, one transcendental
+  pass over one input: what any exact KL must at least pay.
+* ``floor_read``: ``p.sum(); q.sum()``, two SIMD pairwise reductions that stream each input
+  from memory once and compute almost nothing: the memory-bandwidth floor.
+
+Sides, logits: ``kldiv.kl_div_logits(a, b)``; naive NumPy with
+``scipy.special.log_softmax`` on both and ``np.sum(np.exp(la) * (la - lb), -1)``; PyTorch
+``F.kl_div(F.log_softmax(b, -1), F.log_softmax(a, -1), log_target=True, ...).sum(-1)``.
+
+Memory is measured apart from the timings. ``tracemalloc`` sees NumPy's array buffers, so
+for the NumPy, SciPy and kldiv sides "peak extra (tracemalloc)" is the largest amount of
+memory the call held at once beyond its inputs, result included. PyTorch allocates outside
+Python's allocator, invisible to ``tracemalloc`` (n/a). For every side, PyTorch's included,
+a subprocess measures the growth of the resident set over one call instead: it resets the
+kernel's peak-RSS mark (``/proc/self/clear_refs``), makes the call, and reads ``VmHWM``,
+with glibc's mmap threshold pinned at 128 KiB so that every large buffer is returned to the
+system when freed and an earlier side's freed memory cannot hide a later side's peak. RSS
+counts touched pages only, so it can read a little below tracemalloc; where the two agree
+for the NumPy sides, the RSS figure for PyTorch can be trusted as much.
+
+Reading the output
+------------------
+Per workload: median time per side, its spread ((slowest - fastest sample) / median: large
+spreads mean the machine was busy), ns per element (median time / number of elements of
+one input), the ratio to naive NumPy (below 1 is faster), the two peak-memory columns, and
+the largest relative difference of the side's result from kldiv's (float32 rounding, ~1e-7,
+is expected; a WARNING follows the table above 1e-3); below the table, kldiv's ratio to
+``floor_log``. Then each of the issue's targets with PASS or MISS and the measured value,
+and the machine, ``kldiv_path`` included: the kldiv measured is whichever ``import kldiv``
+finds, so ``PYTHONPATH=/some/checkout`` measures another one. With ``--quick`` the shapes
+are smaller and there are 3 repeats: a smoke test, whose targets mean little. Everything
+printed is also written to ``DIR/results.md``, with the raw samples in ``DIR/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.special
+import scipy.stats
+import torch
+import torch.nn.functional as F
+from _common import Target, machine, machine_lines, markdown_table, targets_table, write_outputs
+
+import kldiv
+
+SEED = 20240611
+DEFAULT_OUT = Path(__file__).resolve().parent / "out"
+MIB = 1024 * 1024
+# glibc returns a freed block to the system only if it was mmap'd; pinning the threshold
+# (which otherwise grows after each large free) makes every large array an mmap.
+RSS_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+Side = Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    shape: tuple[int, int]
+    dtype: type[np.floating[Any]]
+    logits: bool
+    seed: int
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
+
+_FULL = {
+    "W1": (4096, 1000),
+    "W2": (4096, 1000),
+    "W3": (64, 32000),
+    "W4": (1_000_000, 10),
+    "W5": (16, 1_000_000),
+}
+_QUICK = {
+    "W1": (64, 1000),
+    "W2": (64, 1000),
+    "W3": (2, 32000),
+    "W4": (6400, 10),
+    "W5": (2, 50_000),
+}
+
+
+def workloads(quick: bool) -> list[Workload]:
+    """The seven workloads, at full size or at the smoke test's size."""
+    shapes = _QUICK if quick else _FULL
+    dtypes = {"W2": np.float64}
+    probs = [
+        Workload(name, shapes[name], dtypes.get(name, np.float32), False, seed)
+        for seed, name in enumerate(shapes)
+    ]
+    logits = [
+        Workload(f"{name}-logits", shapes[name], np.float32, True, 100 + seed)
+        for seed, name in enumerate(("W1", "W3"))
+    ]
+    return probs + logits
+
+
+def make_inputs(w: Workload) -> tuple[np.ndarray, np.ndarray]:
+    """The workload's two arrays: normalised rows, or logits; the same on every run."""
+    rng = np.random.default_rng([SEED, w.seed])
+    if w.logits:
+        return tuple(rng.standard_normal(w.shape, dtype=w.dtype) * 3 for _ in range(2))
+    return _distributions(rng, w.shape, w.dtype), _distributions(rng, w.shape, w.dtype)
+
+
+def _distributions(rng: np.random.Generator, shape: tuple[int, int], dtype: Any) -> np.ndarray:
+    # Exponential weights make Dirichlet(1) rows. The floor keeps float32 rows of 1e6 entries
+    # clear of zero and subnormals after the division, so no side meets q == 0.
+    w = rng.standard_exponential(shape, dtype=dtype)
+    np.maximum(w, 1e-3, out=w)
+    w /= w.sum(axis=-1, keepdims=True)
+    return w
+
+
+def naive_logits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    la = scipy.special.log_softmax(a, axis=-1)
+    lb = scipy.special.log_softmax(b, axis=-1)
+    return np.sum(np.exp(la) * (la - lb), axis=-1)
+
+
+def probability_sides(p: np.ndarray, q: np.ndarray) -> dict[str, Side]:
+    tp, tq = torch.from_numpy(p), torch.from_numpy(q)
+    buf = np.empty_like(p)
+    return {
+        "kldiv": lambda: kldiv.kl_div(p, q),
+        "numpy_naive": lambda: np.sum(p * np.log(p / q), axis=-1),
+        "scipy_rel_entr": lambda: scipy.special.rel_entr(p, q).sum(-1),
+        "scipy_entropy": lambda: scipy.stats.entropy(p, q, axis=-1),
+        "torch": lambda: F.kl_div(tq.log(), tp, reduction="none").sum(-1),
+        "floor_log": lambda: np.log(p, out=buf),
+        "floor_read": lambda: (p.sum(), q.sum()),
+    }
+
+
+def logit_sides(a: np.ndarray, b: np.ndarray) -> dict[str, Side]:
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    return {
+        "kldiv": lambda: kldiv.kl_div_logits(a, b),
+        "numpy_naive": lambda: naive_logits(a, b),
+        "torch": lambda: F.kl_div(
+            F.log_softmax(tb, -1), F.log_softmax(ta, -1), log_target=True, reduction="none"
+        ).sum(-1),
+    }
+
+
+FLOORS = ("floor_log", "floor_read")
+
+
+def sides_for(w: Workload, x: np.ndarray, y: np.ndarray) -> dict[str, Side]:
+    return logit_sides(x, y) if w.logits else probability_sides(x, y)
+
+
+# --- timing ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def gc_off() -> Iterator[None]:
+    """No cyclic garbage collection inside: a collection would land on whichever side ran.
+
+    (``gc.collect()`` before each call would be no better: with PyTorch loaded, it costs
+    about 0.1 s, more than most of the calls measured.)
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def time_sides(sides: dict[str, Side], repeat: int) -> dict[str, list[float]]:
+    """``repeat`` one-call samples per side, the sides interleaved and rotated."""
+    names = list(sides)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    with gc_off():
+        for r in range(repeat):
+            k = r % len(names)
+            for name in names[k:] + names[:k]:
+                fn = sides[name]
+                start = time.perf_counter()
+                result = fn()
+                samples[name].append(time.perf_counter() - start)
+                del result  # freed outside the timed region, like the inputs
+    return samples
+
+
+def _as_float64(result: Any) -> np.ndarray:
+    if isinstance(result, torch.Tensor):
+        result = result.numpy()
+    return np.asarray(result, dtype=np.float64)
+
+
+def agreement(warm: dict[str, Any]) -> dict[str, float | None]:
+    """Max relative difference of each side's result from kldiv's (None for the floors)."""
+    ref = _as_float64(warm["kldiv"])
+    out: dict[str, float | None] = {}
+    for name, result in warm.items():
+        if name in FLOORS:
+            out[name] = None
+            continue
+        diff = np.abs(_as_float64(result) - ref) / np.abs(ref)
+        out[name] = float(np.max(diff))
+    return out
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+
+def traced_peak(fn: Side) -> int:
+    """Peak bytes that Python-visible allocations (NumPy's included) reach during ``fn()``."""
+    tracemalloc.start()
+    try:
+        with gc_off():
+            start, _ = tracemalloc.get_traced_memory()
+            result = fn()
+            _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del result
+    return peak - start
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_peak(fn: Side) -> int:
+    """Growth of the resident set, peak over one ``fn()`` call, in bytes."""
+    with gc_off():
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        start = _status_kib("VmRSS")
+        result = fn()
+        peak = _status_kib("VmHWM")
+    del result
+    return max(peak - start, 0) * 1024
+
+
+def rss_worker(quick: bool) -> dict[str, dict[str, int]]:
+    """Body of the ``--rss-worker`` subprocess: RSS peak per workload and side."""
+    out: dict[str, dict[str, int]] = {}
+    for w in workloads(quick):
+        x, y = make_inputs(w)
+        sides = sides_for(w, x, y)
+        for fn in sides.values():
+            fn()  # warm-up: lazy initialisation (PyTorch's thread pool) is not the call's cost
+        out[w.name] = {name: rss_peak(fn) for name, fn in sides.items()}
+        del x, y, sides
+    return out
+
+
+def measure_rss(quick: bool) -> tuple[dict[str, dict[str, int]] | None, str]:
+    """Run the RSS worker in a fresh process; (results or None, a note for the report)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-worker"]
+    if quick:
+        cmd.append("--quick")
+    env = {**os.environ, **RSS_WORKER_ENV}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        return None, f"RSS worker failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"
+    return json.loads(proc.stdout), "peak RSS growth from a subprocess (see module docstring)"
+
+
+# --- one workload ---------------------------------------------------------------------------
+
+
+def run_workload(w: Workload, repeat: int) -> dict[str, Any]:
+    x, y = make_inputs(w)
+    sides = sides_for(w, x, y)
+    diffs = agreement({name: fn() for name, fn in sides.items()})  # also the warm-up
+    samples = time_sides(sides, repeat)
+    medians = {name: statistics.median(s) for name, s in samples.items()}
+    result: dict[str, Any] = {
+        "shape": list(w.shape),
+        "dtype": np.dtype(w.dtype).name,
+        "form": "logits" if w.logits else "probabilities",
+        "elements": w.elements,
+        "sides": {},
+    }
+    for name, fn in sides.items():
+        result["sides"][name] = {
+            "median_s": medians[name],
+            "samples_s": samples[name],
+            "ns_per_element": medians[name] / w.elements * 1e9,
+            "spread": (max(samples[name]) - min(samples[name])) / medians[name],
+            "ratio_to_naive": medians[name] / medians["numpy_naive"],
+            "peak_extra_bytes_tracemalloc": None if name == "torch" else traced_peak(fn),
+            "peak_extra_bytes_rss": None,
+            "max_rel_diff_vs_kldiv": diffs[name],
+        }
+    floor = medians.get("floor_log")
+    result["kldiv_ratio_to_log_floor"] = None if floor is None else medians["kldiv"] / floor
+    return result
+
+
+# --- targets and report ---------------------------------------------------------------------
+
+
+_RATIO_LIMITS = {"W1": 0.45, "W2": 0.35, "W3": 0.5, "W4": 0.3, "W5": 0.4}
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    """The issue's targets, each a ratio (or MiB) measured in this run."""
+
+    def kl(name: str) -> dict[str, Any]:
+        return results[name]["sides"]["kldiv"]
+
+    out = [
+        Target(f"{name}: kldiv / naive NumPy", kl(name)["ratio_to_naive"], "<=", limit)
+        for name, limit in _RATIO_LIMITS.items()
+    ]
+    for name in ("W1-logits", "W3-logits"):
+        ratio = kl(name)["ratio_to_naive"]
+        out.append(Target(f"{name}: kldiv / naive log_softmax", ratio, "<=", 0.5))
+        torch_ratio = kl(name)["median_s"] / results[name]["sides"]["torch"]["median_s"]
+        out.append(Target(f"{name}: kldiv / torch (faster)", torch_ratio, "<", 1.0))
+    floor = results["W1"]["kldiv_ratio_to_log_floor"]
+    out.append(Target("W1: kldiv / np.log floor", floor, "<=", 1.6))
+    peak = kl("W1")["peak_extra_bytes_tracemalloc"]
+    out.append(Target("W1: kldiv peak extra memory, MiB", peak / MIB, "<", 4.0))
+    return out
+
+
+def _mib(nbytes: int | None) -> str:
+    return "n/a" if nbytes is None else f"{nbytes / MIB:.2f}"
+
+
+def workload_table(result: dict[str, Any]) -> str:
+    header = [
+        "side",
+        "median ms",
+        "spread %",
+        "ns/elem",
+        "vs naive",
+        "peak MiB (tracemalloc)",
+        "peak MiB (RSS)",
+        "max rel diff vs kldiv",
+    ]
+    rows = []
+    for name, s in result["sides"].items():
+        diff = s["max_rel_diff_vs_kldiv"]
+        rows.append(
+            [
+                name,
+                f"{s['median_s'] * 1e3:.3f}",
+                f"{s['spread'] * 100:.0f}",
+                f"{s['ns_per_element']:.2f}",
+                f"{s['ratio_to_naive']:.3f}",
+                _mib(s["peak_extra_bytes_tracemalloc"]),
+                _mib(s["peak_extra_bytes_rss"]),
+                "-" if diff is None else f"{diff:.1e}",
+            ]
+        )
+    return markdown_table(header, rows)
+
+
+def report(data: dict[str, Any], goals: list[Target]) -> str:
+    cfg = data["config"]
+    parts = [
+        "# kldiv CPU benchmark",
+        "",
+        f"Median of {cfg['repeat']} interleaved one-call samples per side after a warm-up"
+        + (" (--quick: reduced shapes, targets indicative only)." if cfg["quick"] else "."),
+        f"PyTorch runs on {data['machine']['torch_threads']} threads, NumPy on one."
+        " ns/elem is per element of one input; vs naive is the time over naive NumPy's."
+        " peak MiB is the extra memory one call holds at once, its result included:"
+        " tracemalloc cannot see PyTorch's allocations (n/a); RSS is "
+        f"{data['rss_note']}. max rel diff vs kldiv checks that every side computes the same.",
+        "",
+    ]
+    for name, result in data["workloads"].items():
+        shape = "x".join(str(n) for n in result["shape"])
+        parts += [f"## {name}: {shape} {result['dtype']} {result['form']}", ""]
+        parts.append(workload_table(result))
+        if result["kldiv_ratio_to_log_floor"] is not None:
+            parts += ["", f"kldiv / floor_log = {result['kldiv_ratio_to_log_floor']:.2f}"]
+        off = [
+            name
+            for name, side in result["sides"].items()
+            if side["max_rel_diff_vs_kldiv"] is not None
+            and not side["max_rel_diff_vs_kldiv"] <= 1e-3  # NaN counts as off
+        ]
+        if off:
+            parts += ["", f"WARNING: {', '.join(off)} differ from kldiv by more than 1e-3"]
+        parts.append("")
+    parts += ["## Targets", "", targets_table(goals, ".3f"), ""]
+    parts += ["## Machine", "", *machine_lines(data["machine"]), ""]
+    parts.append(f"Elapsed: {data['elapsed_s']:.1f} s")
+    return "\n".join(parts) + "\n"
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes, 3 repeats")
+    parser.add_argument("--repeat", type=int, default=None, help="samples per side (7)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    parser.add_argument("--rss-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 3 if args.quick else 7
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.rss_worker:
+        print(json.dumps(rss_worker(args.quick)))
+        return {}
+    started = time.perf_counter()
+    data: dict[str, Any] = {
+        "config": {"quick": args.quick, "repeat": args.repeat, "seed": SEED},
+        "machine": machine(),
+        "workloads": {},
+    }
+    print(f"torch threads: {torch.get_num_threads()}; NumPy runs on one thread", flush=True)
+    for w in workloads(args.quick):
+        print(f"running {w.name} {w.shape} {np.dtype(w.dtype).name} ...", flush=True)
+        data["workloads"][w.name] = run_workload(w, args.repeat)
+    rss, data["rss_note"] = measure_rss(args.quick)
+    for name, per_side in (rss or {}).items():
+        for side, nbytes in per_side.items():
+            data["workloads"][name]["sides"][side]["peak_extra_bytes_rss"] = nbytes
+    goals = targets(data["workloads"])
+    data["targets"] = [t.as_dict() for t in goals]
+    data["elapsed_s"] = time.perf_counter() - started
+    text = report(data, goals)
+    print(text, end="")
+    write_outputs(args.out, "results", data, text)
+    return data
+
+
+if __name__ == "__main__":
+    main()

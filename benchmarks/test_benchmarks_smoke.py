@@ -1,0 +1,101 @@
+"""Smoke test of the benchmark scripts: ``--quick`` runs write complete JSON files.
+
+Run it by path (``pytest benchmarks/test_benchmarks_smoke.py``); it is outside the project's
+``testpaths``. It checks structure only, every workload or case with every side, never a
+speed or accuracy target: those depend on the machine and on the kldiv being measured.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+WORKLOADS = {"W1", "W2", "W3", "W4", "W5", "W1-logits", "W3-logits"}
+PROBABILITY_SIDES = {
+    "kldiv",
+    "numpy_naive",
+    "scipy_rel_entr",
+    "scipy_entropy",
+    "torch",
+    "floor_log",
+    "floor_read",
+}
+LOGIT_SIDES = {"kldiv", "numpy_naive", "torch"}
+SIDE_FIELDS = {
+    "median_s",
+    "samples_s",
+    "ns_per_element",
+    "spread",
+    "ratio_to_naive",
+    "peak_extra_bytes_tracemalloc",
+    "peak_extra_bytes_rss",
+    "max_rel_diff_vs_kldiv",
+}
+CASES = {"random", "peaked", "heavy", "zeros", "large"} | {
+    f"near_{kl}" for kl in ("1e-09", "3e-09", "1e-08", "1e-07", "1e-06", "1e-05", "1e-04")
+}
+ACCURACY_SIDES = {
+    "kldiv",
+    "numpy_naive",
+    "numpy_naive_f64",
+    "scipy_rel_entr",
+    "scipy_entropy",
+    "torch",
+}
+
+
+@pytest.fixture(scope="module")
+def scripts() -> tuple[ModuleType, ModuleType]:
+    """The two scripts as modules; they import ``_common`` from their own folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(Path(__file__).resolve().parent))
+        # Imported, not skipped when missing: a smoke test that skips proves nothing.
+        bench = importlib.import_module("bench_cpu")
+        accuracy = importlib.import_module("accuracy")
+    return bench, accuracy
+
+
+def _load(path: Path) -> dict:
+    assert path.is_file(), path
+    return json.loads(path.read_text())
+
+
+def test_bench_cpu_quick(scripts: tuple[ModuleType, ModuleType], tmp_path: Path) -> None:
+    bench, _ = scripts
+    bench.main(["--quick", "--repeat", "2", "--out", str(tmp_path)])
+    data = _load(tmp_path / "results.json")
+    assert (tmp_path / "results.md").read_text().startswith("# kldiv CPU benchmark")
+    assert set(data["workloads"]) == WORKLOADS
+    for name, workload in data["workloads"].items():
+        expected = LOGIT_SIDES if name.endswith("-logits") else PROBABILITY_SIDES
+        assert set(workload["sides"]) == expected, name
+        for side, fields in workload["sides"].items():
+            assert set(fields) == SIDE_FIELDS, (name, side)
+            assert len(fields["samples_s"]) == 2
+            assert fields["median_s"] > 0
+            # tracemalloc cannot see PyTorch; everything else has a number.
+            assert (fields["peak_extra_bytes_tracemalloc"] is None) == (side == "torch")
+            # The RSS subprocess measures every side, PyTorch's included.
+            assert isinstance(fields["peak_extra_bytes_rss"], int), (name, side, data["rss_note"])
+    assert data["workloads"]["W1"]["kldiv_ratio_to_log_floor"] > 0
+    assert len(data["targets"]) == 5 + 2 * 2 + 2
+    assert {"cpu_model", "numpy", "scipy", "torch", "torch_threads"} <= set(data["machine"])
+
+
+def test_accuracy_quick(scripts: tuple[ModuleType, ModuleType], tmp_path: Path) -> None:
+    _, accuracy = scripts
+    accuracy.main(["--quick", "--out", str(tmp_path)])
+    data = _load(tmp_path / "accuracy.json")
+    assert (tmp_path / "accuracy.md").read_text().startswith("# kldiv accuracy")
+    expected = {f"{case}/{dtype}" for case in CASES for dtype in ("float32", "float64")}
+    assert set(data["cases"]) == expected
+    for key, case in data["cases"].items():
+        assert set(case["max_rel_error"]) == ACCURACY_SIDES, key
+        assert set(case["rel_error"]) == ACCURACY_SIDES, key
+        assert len(case["kl_reference"]) == case["rows"], key
+        assert isinstance(case["kldiv_negative"], bool)
+    assert len(data["targets"]) == 5
