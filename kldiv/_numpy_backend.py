@@ -43,9 +43,12 @@ Array = Any
 Namespace = Any
 R = TypeVar("R")
 
-# float64 elements in one scratch tile: 256 KiB, so a tile of each operand and one of
-# temporaries (about 1 MiB per worker) stay in a server core's L2 cache.
-TILE = 32 * 1024
+# float64 elements in one scratch tile: 512 KiB. Smaller tiles keep more in L2, but every
+# tile costs some twenty NumPy calls of Python overhead under the GIL, which the workers
+# then queue for: measured on the 2-core machine of benchmarks/RESULTS.md, 32K-element
+# tiles ran 1.3x faster on two threads than on one, 64K and 128K ones 1.5x. 64K keeps the
+# three tiles of a KL worker, two workers, at 3 MiB.
+TILE = 64 * 1024
 # Below this many elements a reduction runs on the calling thread: handing work to the pool
 # costs tens of microseconds, what the whole reduction costs at this size.
 PARALLEL_MIN = 256 * 1024
@@ -120,16 +123,17 @@ def _tile_shape(n: int) -> tuple[int, int]:
 
 
 class _Scratch:
-    """A worker's float64 tiles, each viewed as ``(m, w)`` contiguous for the tile at hand."""
+    """A worker's float64 tiles, allocated on first use, each viewed as ``(m, w)``
+    contiguous for the tile at hand."""
 
-    def __init__(self, count: int) -> None:
-        self._flat = [np.empty(TILE) for _ in range(count)]
-
-    def __getitem__(self, index: int) -> Any:
-        return self._flat[index]
+    def __init__(self) -> None:
+        self._flat: dict[int, Array] = {}
 
     def tile(self, index: int, m: int, w: int) -> Array:
-        return self._flat[index][: m * w].reshape(m, w)
+        flat = self._flat.get(index)
+        if flat is None:
+            flat = self._flat[index] = np.empty(TILE)
+        return flat[: m * w].reshape(m, w)
 
 
 def _load(x: Array, rows: slice, cols: slice, scratch: _Scratch, index: int) -> Array:
@@ -171,7 +175,7 @@ def _row_reduce(
     tolerances = [v.sum_tolerance(x.dtype, n, np) for x in arrays]
 
     def job(start: int, stop: int) -> bool:
-        scratch = _Scratch(len(arrays) + 2)
+        scratch = _Scratch()
         flagged = False
         with np.errstate(all="ignore"):
             for r0 in range(start, stop, tile_rows):
@@ -422,7 +426,7 @@ def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
     tile_rows, tile_cols = _tile_shape(n)
 
     def job(start: int, stop: int) -> bool:
-        scratch = _Scratch(3)
+        scratch = _Scratch()
         flagged = False
         with np.errstate(all="ignore"):
             for r0 in range(start, stop, tile_rows):
@@ -501,7 +505,7 @@ def kl_div_logits(
     tile_rows, _ = _tile_shape(n)
 
     def job(start: int, stop: int) -> bool:
-        scratch = _Scratch(6)
+        scratch = _Scratch()
         flagged = False
         with np.errstate(all="ignore"):
             for r0 in range(start, stop, tile_rows):
@@ -544,7 +548,7 @@ def softmax_kl_loss(
     lowest = np.finfo(np.float64).min
 
     def job(start: int, stop: int) -> float:
-        scratch = _Scratch(7)
+        scratch = _Scratch()
         error = 0.0
         with np.errstate(all="ignore"):
             for r0 in range(start, stop, tile_rows):
