@@ -158,17 +158,20 @@ def _row_reduce(
     terms: TileTerms,
     arrays: Sequence[Array],
     *,
-    probabilities: bool,
+    sign_checked: tuple[int, ...],
     validate: bool,
     clip: bool,
     out: Array,
 ) -> bool:
-    """Write ``out[r] = sum over row r of terms(tiles)`` for ``(rows, n)`` float arrays.
+    """Write ``out[r] = sum over row r of terms(tiles)`` for ``(rows, n)`` probabilities.
 
     ``terms(tiles, scratch)`` gets one float64 tile per array and returns its partial row
-    sums. With ``probabilities``, rows holding a negative entry give NaN; with ``validate``,
-    a negative, NaN or infinite entry, or a row off 1, is flagged (returns True) for the
-    public layer's checks to name. ``clip`` rounds results below 0 to 0.
+    sums, NaN for a row holding a NaN or (mostly) a negative entry: a negative probability
+    makes a logarithm's argument negative. ``sign_checked`` names the arrays whose negative
+    entries the terms can miss (a negative ``q`` under a negative ``p`` gives a positive
+    ratio); their tiles' minima are checked, and such rows set to NaN. With ``validate``, a
+    NaN row, a row off 1 or a negative entry flags the input (returns True) for the public
+    layer's checks to name. ``clip`` rounds results below 0 to 0.
     """
     rows, n = arrays[0].shape
     tile_rows, tile_cols = _tile_shape(n)
@@ -186,16 +189,14 @@ def _row_reduce(
                     c = slice(c0, min(c0 + tile_cols, n))
                     tiles = [_load(x, r, c, scratch, i) for i, x in enumerate(arrays)]
                     part = terms(tiles, scratch)
-                    if probabilities:
-                        # min is NaN for a NaN entry; taken on the input, before the cast
-                        for x, t in zip(arrays, tiles, strict=True):
-                            if t.size and not x[r, c].min() >= 0:
-                                part[~(t >= 0).all(axis=1)] = np.nan
-                                flagged = flagged or validate
-                        if validate:
-                            sums = [s + t.sum(axis=1) for s, t in zip(sums, tiles, strict=True)]
+                    for i in sign_checked:
+                        if tiles[i].size and tiles[i].min() < 0:
+                            part[(tiles[i] < 0).any(axis=1)] = np.nan
+                    if validate:
+                        sums = [s + t.sum(axis=1) for s, t in zip(sums, tiles, strict=True)]
                     total = part if c0 == 0 else total + part
-                if validate and probabilities:
+                if validate:
+                    flagged = flagged or bool(np.isnan(total).any())
                     for s, tol in zip(sums, tolerances, strict=True):
                         flagged = flagged or not (np.abs(s - 1) <= tol).all()
                 if clip:
@@ -228,6 +229,12 @@ def _generic_np() -> Namespace:
     return _xp
 
 
+def _zero_under(p: Array, q: Array) -> Array:
+    """Where ``p``'s zero convention applies: ``p == 0`` against a valid ``q`` (not negative,
+    not NaN), so that the fix-up of a row never hides a bad ``q`` behind a zero ``p``."""
+    return (p == 0) & (q >= 0)
+
+
 def _kl_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
     p, q = tiles
     u = scratch.tile(2, *p.shape)
@@ -236,8 +243,7 @@ def _kl_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
     np.log1p(u, out=u)
 
     def exact(rows: Array) -> Array:
-        zero_p = np.where(p[rows] > 0, u[rows], 0.0)
-        fixed = _dot_rows(p[rows], zero_p)
+        fixed = _dot_rows(p[rows], np.where(_zero_under(p[rows], q[rows]), 0.0, u[rows]))
         still = ~np.isfinite(fixed)
         if still.any():
             xp = _generic_np()
@@ -254,7 +260,7 @@ def _entropy_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
     np.log(p, out=log_p)
 
     def exact(rows: Array) -> Array:
-        return -_dot_rows(p[rows], np.where(p[rows] > 0, log_p[rows], 0.0))
+        return -_dot_rows(p[rows], np.where(p[rows] == 0, 0.0, log_p[rows]))
 
     return _fix_rows(-_dot_rows(p, log_p), exact)
 
@@ -265,7 +271,7 @@ def _cross_entropy_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
     np.log(q, out=log_q)
 
     def exact(rows: Array) -> Array:
-        return -_dot_rows(p[rows], np.where(p[rows] > 0, log_q[rows], 0.0))
+        return -_dot_rows(p[rows], np.where(_zero_under(p[rows], q[rows]), 0.0, log_q[rows]))
 
     return _fix_rows(-_dot_rows(p, log_q), exact)
 
@@ -284,8 +290,9 @@ def _js_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
     np.log1p(s, out=s)
 
     def exact(rows: Array) -> Array:
-        from_p = _dot_rows(p[rows], np.where(p[rows] > 0, s[rows], 0.0))
-        from_q = _dot_rows(q[rows], np.where(q[rows] > 0, log_q_m[rows], 0.0))
+        pr, qr = p[rows], q[rows]
+        from_p = _dot_rows(pr, np.where(_zero_under(pr, qr), 0.0, s[rows]))
+        from_q = _dot_rows(qr, np.where(_zero_under(qr, pr), 0.0, log_q_m[rows]))
         return (from_p + from_q) / 2
 
     return _fix_rows((_dot_rows(p, s) + _dot_rows(q, log_q_m)) / 2, exact)
@@ -298,6 +305,7 @@ def _reduce(
     axes: tuple[int, ...],
     keepdims: bool,
     *,
+    sign_checked: tuple[int, ...],
     validate: bool,
     clip: bool,
     generic: Callable[[], Array],
@@ -313,7 +321,7 @@ def _reduce(
             _check(names, arrays, shape, axes)
         return generic()
     out = np.empty(views[0].shape[0], dtype=np.result_type(*arrays))
-    if _row_reduce(terms, views, probabilities=True, validate=validate, clip=clip, out=out):
+    if _row_reduce(terms, views, sign_checked=sign_checked, validate=validate, clip=clip, out=out):
         _check(names, arrays, shape, axes)
     return out.reshape(_kept_shape(shape, axes, keepdims))
 
@@ -348,6 +356,7 @@ def kl_div(
         (p, q),
         axes,
         keepdims,
+        sign_checked=(1,),  # log1p((p - q)/q) is NaN for p < 0 < q, not for p, q < 0
         validate=validate,
         clip=validate,
         generic=lambda: _agnostic.kl_div(
@@ -366,6 +375,7 @@ def entropy(
         (p,),
         axes,
         keepdims,
+        sign_checked=(),  # log(p) is NaN for p < 0
         validate=validate,
         clip=False,
         generic=lambda: _agnostic.entropy(
@@ -384,6 +394,7 @@ def cross_entropy(
         (p, q),
         axes,
         keepdims,
+        sign_checked=(0,),  # log(q) is NaN for q < 0; p < 0 only flips a term's sign
         validate=validate,
         clip=False,
         generic=lambda: _agnostic.cross_entropy(
@@ -403,6 +414,7 @@ def js_div(
         (p, q),
         axes,
         keepdims,
+        sign_checked=(1,),  # |(p - q)/(p + q)| > 1 for one negative, not for two
         validate=validate,
         clip=True,
         generic=lambda: _agnostic.js_div(

@@ -220,3 +220,21 @@ def test_loss_with_nan_pred_is_nan_unchecked(tiling):
     target = np.full((20, 5), 0.2)
     error, _ = nb.softmax_kl_loss(pred, target, norm_target=False, xp=xp_np)
     assert np.isnan(float(error))
+
+
+@pytest.mark.parametrize("name", ["kl_div", "entropy", "cross_entropy", "js_div"])
+def test_a_bad_q_behind_a_zero_p_is_still_found(tiling, name):
+    p = np.tile([0.0, 0.5, 0.5], (30, 1))
+    q = np.tile([0.2, 0.4, 0.4], (30, 1))
+    q[21] = [-0.2, 0.6, 0.6]
+    q[22] = [np.nan, 0.5, 0.5]
+    arrays = (q,) if name == "entropy" else (p, q)
+    bad = "q" if name != "entropy" else "p"
+    with pytest.raises(
+        ValueError, match=rf"^{bad} has a negative entry \(-0.2\) at index \(21, 0\)"
+    ):
+        fast(name, *arrays)
+    got = fast(name, *arrays, validate=False)
+    assert np.isnan(got[21])
+    assert np.isnan(got[22])
+    assert np.isfinite(np.delete(got, [21, 22])).all()
