@@ -488,13 +488,16 @@ def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
     return out
 
 
-def _log_softmax_rows(x: Array, out: Array) -> Array:
-    """``out = x - logsumexp(x)`` row-wise, ``out`` scratch of ``x``'s shape; returns each
-    row's maximum, which is not finite for a row holding NaN or ``+inf``, or no finite entry."""
+def _softmax_rows(x: Array, log_out: Array, out: Array) -> Array:
+    """Row-wise ``log_out = log_softmax(x)`` and ``out = softmax(x)``, into scratch of
+    ``x``'s shape, with one ``exp``; returns each row's maximum, which is not finite for a
+    row holding NaN or ``+inf``, or no finite entry."""
     peak = x.max(axis=1)
-    np.subtract(x, peak[:, None], out=out)
-    total = np.exp(out).sum(axis=1)
-    np.subtract(out, np.log(total)[:, None], out=out)
+    np.subtract(x, peak[:, None], out=log_out)
+    np.exp(log_out, out=out)
+    total = out.sum(axis=1)
+    np.subtract(log_out, np.log(total)[:, None], out=log_out)
+    np.divide(out, total[:, None], out=out)
     return peak
 
 
@@ -546,9 +549,8 @@ def kl_div_logits(
                 at = _load(a_rows, r, slice(None), scratch, 0)
                 bt = _load(b_rows, r, slice(None), scratch, 1)
                 la, lb, q, work = (scratch.tile(i, *at.shape) for i in range(2, 6))
-                peaks = (_log_softmax_rows(at, la), _log_softmax_rows(bt, lb))
+                peaks = (_softmax_rows(at, la, work), _softmax_rows(bt, lb, q))
                 flagged = flagged or not all(np.isfinite(peak).all() for peak in peaks)
-                np.exp(lb, out=q)
                 sums = _logit_terms_rows(la, lb, q, work)
 
                 def exact(bad: Array, at: Array = at, bt: Array = bt) -> Array:
@@ -589,11 +591,9 @@ def softmax_kl_loss(
                 pt = _load(pred, r, slice(None), scratch, 0)
                 yt = _load(target, r, slice(None), scratch, 1)
                 log_s, s, log_y, y, work = (scratch.tile(i, *pt.shape) for i in range(2, 7))
-                _log_softmax_rows(pt, log_s)
-                np.exp(log_s, out=s)
+                _softmax_rows(pt, log_s, s)
                 if norm_target:
-                    _log_softmax_rows(yt, log_y)
-                    np.exp(log_y, out=y)
+                    _softmax_rows(yt, log_y, y)
                 else:
                     y = yt
                     np.log(y, out=log_y)
