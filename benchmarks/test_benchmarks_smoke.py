@@ -1,8 +1,8 @@
 """Smoke test of the benchmark scripts: ``--quick`` runs write complete JSON files.
 
-Run it by path (``pytest benchmarks/test_benchmarks_smoke.py``); it is outside the project's
-``testpaths``. It checks structure only, every workload or case with every side, never a
-speed or accuracy target: those depend on the machine and on the kldiv being measured.
+It is in the project's ``testpaths``, so CI runs it. It checks structure only, every
+workload or case with every side, never a speed or accuracy target: those depend on the
+machine and on the kldiv being measured.
 """
 
 from __future__ import annotations
