@@ -12,12 +12,15 @@ The arithmetic follows :mod:`kldiv._agnostic` in substance, in fewer passes:
 
 - ``KL = sum(p * log1p((p - q)/q))``. ``log1p`` of ``u = (p - q)/q`` is exact to a rounding
   relative to ``log(p/q)`` even for ``p`` near ``q``, where ``log(p/q)`` is only exact to an
-  absolute rounding; that is what keeps near-identical distributions from cancelling.
+  absolute rounding; that is what keeps near-identical distributions from cancelling. For
+  float64 input the terms are summed as ``p*log1p(u) - (p - q) >= 0`` plus ``sum(p - q)``.
 - Zeros and overflow are not masked up front: a tile whose row sum comes out NaN or infinite
   (``0*log(0)``, ``q == 0``, ``p/q`` overflowing) has those rows recomputed, first with the
   zero convention applied, then, if still not finite, by the exact generic code.
-- Validation is fused: the minimum of each tile and the row sums are taken on the way. Only
-  when they show a problem does the public layer's check run, to say exactly what and where.
+- Validation is fused: a negative or NaN entry makes its row NaN (a logarithm of a negative
+  argument), the minimum of the one array whose negatives could slip through is taken, and
+  the row sums on the way. Only when they show a problem does the public layer's check run,
+  to say exactly what and where.
 
 Inputs must present their distribution axes as trailing, viewable as ``(rows, n)`` without a
 copy (any C-ordered array reduced over its last axes, broadcasting included). Anything else
@@ -55,6 +58,18 @@ PARALLEL_MIN = 256 * 1024
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+
+
+def _forget_pool() -> None:
+    """In a forked child the pool's threads are gone while the pool thinks it has them, and
+    work handed to it would wait forever (PyTorch's DataLoader workers fork, for one)."""
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _workers() -> int:

@@ -238,3 +238,29 @@ def test_a_bad_q_behind_a_zero_p_is_still_found(tiling, name):
     assert np.isnan(got[21])
     assert np.isnan(got[22])
     assert np.isfinite(np.delete(got, [21, 22])).all()
+
+
+def _threaded_kl_in_child(queue) -> None:
+    rng = np.random.default_rng(11)
+    p = distributions(rng, (600, 1000), "float32")
+    queue.put(float(kldiv.kl_div(p, p).max()))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_gets_a_pool_of_its_own():
+    import multiprocessing
+
+    rng = np.random.default_rng(10)
+    p = distributions(rng, (600, 1000), "float32")
+    kldiv.kl_div(p, p)  # the parent's pool now has threads
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_threaded_kl_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung on the parent's thread pool")
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == 0.0
