@@ -205,7 +205,7 @@ def _row_reduce(
                     tiles = [_load(x, r, c, scratch, i) for i, x in enumerate(arrays)]
                     part = terms(tiles, scratch)
                     for i in sign_checked:
-                        if tiles[i].size and tiles[i].min() < 0:
+                        if tiles[i].size and not tiles[i].min() >= 0:  # NaN min hides a sign
                             part[(tiles[i] < 0).any(axis=1)] = np.nan
                     if validate:
                         sums = [s + t.sum(axis=1) for s, t in zip(sums, tiles, strict=True)]

@@ -264,3 +264,12 @@ def test_a_forked_child_gets_a_pool_of_its_own():
         pytest.fail("the forked child hung on the parent's thread pool")
     assert child.exitcode == 0
     assert queue.get(timeout=5) == 0.0
+
+
+def test_a_nan_in_one_row_does_not_hide_a_negative_in_another(tiling):
+    q = np.full((2, 4), 0.25)
+    p = np.array([[0.25, 0.25, -0.5, 1.0], [0.25, np.nan, 0.25, 0.5]])
+    got = kldiv.cross_entropy(p, q, validate=False)
+    assert np.isnan(got).all()
+    got = kldiv.kl_div(q, p, validate=False)
+    assert np.isnan(got).all()
