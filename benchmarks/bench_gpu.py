@@ -1,0 +1,177 @@
+"""GPU speed of kldiv's CuPy kernels against the naive CuPy expression, as bandwidth.
+
+Run ``python benchmarks/bench_gpu.py [--quick] [--repeat N]`` on a machine with a CUDA GPU
+and CuPy. Without one it prints that it cannot run and exits 0: it never reports a number it
+did not measure.
+
+Method
+------
+Workloads are strictly positive rows along the last axis, normalised, from a fixed seed, made
+on the device: W1 ``(4096, 1000)`` float32, W2 the same in float64, W3 ``(64, 32000)``
+float32, W4 ``(1_000_000, 10)`` float32, W5 ``(16, 1_000_000)`` float32, and W1-logits
+(``3 * standard normal`` logits of W1's shape). ``--quick`` divides the row counts by 16.
+
+Sides: ``kernel`` is the CuPy backend's ``kl_div`` (``kl_div_logits``) called directly, with
+``validate=False``: one kernel launch. ``public`` is ``kldiv.kl_div(p, q)`` with its defaults,
+so the public layer's value checks (extra passes over the inputs) and whichever backend the
+dispatch table names for CuPy are included; the line above the table says which that is.
+``naive`` is ``cp.sum(p * cp.log(p / q), axis=-1)`` (four kernels, three temporaries of the
+input's size); for logits, ``cupyx.scipy.special.log_softmax`` of both and
+``cp.sum(cp.exp(la) * (la - lb), axis=-1)``.
+
+Each side is run once to warm up (compiling its kernels) and checked against ``kernel``'s
+result; then ``cupyx.profiler.benchmark`` times ``--repeat`` calls with CUDA events and the
+median GPU time is reported. Bandwidth is the *useful* traffic, the bytes a side must move at
+least (each input read once, the result written once), divided by the median time, for every
+side alike: a side that moves more bytes than it must shows as a lower figure. The fraction of
+peak divides that by the device's nominal memory bandwidth, ``2 * memory clock * bus width``
+from the device attributes (``cudaDevAttrMemoryClockRate``, ``cudaDevAttrGlobalMemoryBusWidth``);
+where a CUDA version no longer reports them, the fraction is "n/a".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Array = Any
+
+
+def _gpu() -> Any:
+    """The ``cupy`` module if a CUDA GPU can be used through it, else None."""
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return cupy
+    except Exception:  # no CuPy, no driver, no device: all mean nothing to measure on
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    shape: tuple[int, int]
+    dtype: str
+    logits: bool = False
+
+
+WORKLOADS = (
+    Workload("W1", (4096, 1000), "float32"),
+    Workload("W2", (4096, 1000), "float64"),
+    Workload("W3", (64, 32000), "float32"),
+    Workload("W4", (1_000_000, 10), "float32"),
+    Workload("W5", (16, 1_000_000), "float32"),
+    Workload("W1-logits", (4096, 1000), "float32", logits=True),
+)
+
+
+def peak_bandwidth(cp: Any) -> float | None:
+    """Nominal memory bandwidth of the current device in bytes/s, from its attributes."""
+    runtime = cp.cuda.runtime
+    device = cp.cuda.Device().id
+    try:
+        clock_khz = runtime.deviceGetAttribute(runtime.cudaDevAttrMemoryClockRate, device)
+        bus_bits = runtime.deviceGetAttribute(runtime.cudaDevAttrGlobalMemoryBusWidth, device)
+    except Exception:  # an attribute this CUDA version no longer reports
+        return None
+    if not clock_khz or not bus_bits:
+        return None
+    return 2 * clock_khz * 1e3 * bus_bits / 8
+
+
+def sides(cp: Any, workload: Workload) -> dict[str, Callable[[Array, Array], Array]]:
+    import array_api_compat.cupy as xp
+
+    import kldiv
+    from kldiv import _cupy_backend
+
+    if workload.logits:
+        from cupyx.scipy.special import log_softmax
+
+        def naive_logits(a: Array, b: Array) -> Array:
+            la, lb = log_softmax(a, axis=-1), log_softmax(b, axis=-1)
+            return cp.sum(cp.exp(la) * (la - lb), axis=-1)
+
+        return {
+            "kernel": lambda a, b: _cupy_backend.kl_div_logits(
+                a, b, axes=(1,), keepdims=False, validate=False, xp=xp
+            ),
+            "public": kldiv.kl_div_logits,
+            "naive": naive_logits,
+        }
+    return {
+        "kernel": lambda p, q: _cupy_backend.kl_div(
+            p, q, axes=(1,), keepdims=False, validate=False, xp=xp
+        ),
+        "public": kldiv.kl_div,
+        "naive": lambda p, q: cp.sum(p * cp.log(p / q), axis=-1),
+    }
+
+
+def inputs(cp: Any, workload: Workload, rows_divisor: int) -> tuple[Array, Array]:
+    rng = cp.random.default_rng(0)
+    shape = (max(1, workload.shape[0] // rows_divisor), workload.shape[1])
+    if workload.logits:
+        return tuple(3 * rng.standard_normal(shape, dtype=workload.dtype) for _ in range(2))
+    pair = []
+    for _ in range(2):
+        x = rng.uniform(0.01, 1.0, shape).astype(workload.dtype)
+        pair.append(x / x.sum(axis=-1, keepdims=True))
+    return pair[0], pair[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1/16 of the rows, 5 repeats")
+    parser.add_argument("--repeat", type=int, default=None, help="timed calls per side")
+    args = parser.parse_args(argv)
+    cp = _gpu()
+    if cp is None:
+        print("bench_gpu: no CUDA GPU usable through CuPy here, so nothing can be measured.")
+        return 0
+    import array_api_compat.cupy as xp
+    from cupyx.profiler import benchmark
+
+    from kldiv import _dispatch
+
+    repeat = args.repeat or (5 if args.quick else 50)
+    peak = peak_bandwidth(cp)
+    properties = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+    name = (
+        properties["name"].decode() if isinstance(properties["name"], bytes) else properties["name"]
+    )
+    print(
+        f"device: {name}, nominal peak bandwidth: " + (f"{peak / 1e9:.0f} GB/s" if peak else "n/a")
+    )
+    print(f"kldiv.kl_div on CuPy dispatches to: {_dispatch.backend(xp).__name__}")
+    print(f"median of {repeat} timed calls per side, CUDA events\n")
+    print("| workload | side | median ms | useful GB/s | of peak | max rel. diff from kernel |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for workload in WORKLOADS:
+        p, q = inputs(cp, workload, 16 if args.quick else 1)
+        useful_bytes = p.nbytes + q.nbytes + p.shape[0] * p.itemsize
+        results = {}
+        for side, func in sides(cp, workload).items():
+            results[side] = func(p, q)  # warm-up: compiles the side's kernels
+            reference = results["kernel"]
+            diff = float(cp.max(cp.abs(results[side] - reference) / cp.abs(reference)))
+            timing = benchmark(func, (p, q), n_repeat=repeat, n_warmup=1)
+            seconds = float(np.median(timing.gpu_times[0]))
+            bandwidth = useful_bytes / seconds
+            fraction = f"{bandwidth / peak:.0%}" if peak else "n/a"
+            print(
+                f"| {workload.name} {p.shape} {workload.dtype} | {side} | {seconds * 1e3:.3f} | "
+                f"{bandwidth / 1e9:.0f} | {fraction} | {diff:.1e} |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
