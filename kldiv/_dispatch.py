@@ -14,11 +14,10 @@ from typing import Any
 from kldiv import _agnostic, _compat
 
 # (does this namespace match?, the backend module). First match wins; no match runs the
-# generic array-API code. CuPy runs the generic code until its kernels land (the CuPy issue);
-# its row is here so that the table is the one place to change.
+# generic array-API code (PyTorch, JAX, Dask, array_api_strict, ...).
 _TABLE: tuple[tuple[Callable[[Any], bool], str], ...] = (
     (_compat.is_numpy_namespace, "kldiv._numpy_backend"),
-    (_compat.is_cupy_namespace, "kldiv._agnostic"),
+    (_compat.is_cupy_namespace, "kldiv._cupy_backend"),
 )
 
 
