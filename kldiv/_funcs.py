@@ -42,6 +42,7 @@ def _prepare(
     if axis is not None:
         axes = v.normalize_axis(axis, len(shape), func)
         v.check_distribution_axes(names, checked, shape, axes)
+        v.check_not_empty(func, shape, axes)
     if validate and not getattr(backend, "CHECKS_VALUES", False):
         for name, x in zip(names, checked, strict=True):
             if not _compat.values_are_readable(x):

@@ -464,6 +464,8 @@ def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
     shape = v.broadcast_shape(("p", "q"), [tuple(p.shape), tuple(q.shape)])
     out = np.empty(shape, dtype=np.result_type(p, q))
     last = (len(shape) - 1,) if shape else ()
+    if out.size == 0:
+        return out
     views = _all_as_rows((p, q), shape, last) if shape else None
     if views is None:
         if validate:

@@ -129,6 +129,16 @@ def check_distribution_axes(
                 raise ValueError(msg)
 
 
+def check_not_empty(func: str, shape: tuple[int, ...], axes: tuple[int, ...]) -> None:
+    """A distribution needs at least one entry: raise ``ValueError`` for an axis of length 0."""
+    if math.prod(shape[a] for a in axes) == 0:
+        msg = (
+            f"{func}: the distribution axis {_axes_shown(axes, len(shape))} of shape {shape} "
+            "has no entries, so there is no distribution"
+        )
+        raise ValueError(msg)
+
+
 def expand_to(x: Array, ndim: int, xp: Namespace) -> Array:
     """``x`` with leading axes of size 1 added so that it has ``ndim`` axes (a view)."""
     if x.ndim == ndim:

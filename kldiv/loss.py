@@ -180,6 +180,9 @@ class KLDivergence:
                 f"pred must have a batch axis and a class axis, (N, C, ...); got shape {pred.shape}"
             )
             raise ValueError(msg)
+        if math.prod(pred.shape) == 0:
+            msg = f"pred of shape {tuple(pred.shape)} is empty: no sample, or no class"
+            raise ValueError(msg)
         if self.maxlabels is not None and pred.shape[1] != self.maxlabels:
             msg = (
                 f"pred has {pred.shape[1]} classes along axis 1 (shape {tuple(pred.shape)}), "

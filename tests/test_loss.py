@@ -337,3 +337,10 @@ def test_inputs_are_never_modified(xp):
     div.validate(pred, target)
     np.testing.assert_array_equal(to_numpy(pred), pred_np)
     np.testing.assert_array_equal(to_numpy(target), target_np)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0)])
+def test_empty_pred_is_a_value_error(xp, shape):
+    pred = asarray(xp, np.zeros(shape), "float32")
+    with pytest.raises(ValueError, match=r"pred of shape .* is empty"):
+        KLDivergence()(pred, pred)

@@ -220,3 +220,21 @@ def test_inputs_are_never_modified(xp):
         to_numpy(call())
         np.testing.assert_array_equal(to_numpy(p), before_p)
         np.testing.assert_array_equal(to_numpy(q), before_q)
+
+
+@pytest.mark.parametrize("func", [*PAIR_FUNCS, kldiv.kl_div_logits, kldiv.entropy])
+def test_an_empty_distribution_axis_is_a_value_error(xp, func):
+    p = asarray(xp, np.empty((3, 0)), "float64")
+    args = (p,) if func is kldiv.entropy else (p, p)
+    for validate in (True, False):
+        with pytest.raises(ValueError, match=r"axis -1 of shape \(3, 0\) has no entries"):
+            func(*args, validate=validate)
+
+
+def test_empty_batches_and_empty_rel_entr_give_empty_results(xp):
+    empty_batch = asarray(xp, np.empty((0, 4)), "float64")
+    for func in PAIR_FUNCS:
+        assert tuple(func(empty_batch, empty_batch).shape) == (0,)
+    assert tuple(kldiv.entropy(empty_batch).shape) == (0,)
+    empty = asarray(xp, np.empty((3, 0)), "float64")
+    assert tuple(kldiv.rel_entr(empty, empty).shape) == (3, 0)
