@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from kldiv import _compat, _dispatch
 from kldiv import _validation as v
 from kldiv._dtypes import compute_dtype
@@ -57,10 +59,17 @@ def _prepare(
     return xp, backend, checked, axes
 
 
-def _in_base(x: Array, base: float | None, xp: Any) -> Array:
-    """``x`` converted from nats to ``base`` units, as an array (NumPy reduces to scalars)."""
+def _as_array(x: Array) -> Array:
+    """NumPy reduces a whole array to a scalar (``np.float64``); every other result is an
+    array already, and passing it through ``asarray`` would make PyTorch warn about
+    ``requires_grad``."""
+    return np.asarray(x) if isinstance(x, np.generic) else x
+
+
+def _in_base(x: Array, base: float | None) -> Array:
+    """``x`` converted from nats to ``base`` units, as an array."""
     divisor = v.check_base(base)
-    return xp.asarray(x if divisor == 1.0 else x / divisor)
+    return _as_array(x if divisor == 1.0 else x / divisor)
 
 
 def rel_entr(p: Array, q: Array, /, *, validate: bool = True) -> Array:
@@ -99,7 +108,7 @@ def rel_entr(p: Array, q: Array, /, *, validate: bool = True) -> Array:
     array([0.        , 0.34657359,        inf])
     """
     xp, backend, (p, q), _ = _prepare("rel_entr", ("p", "q"), (p, q), None, validate)
-    return xp.asarray(backend.rel_entr(p, q, validate=validate, xp=xp))
+    return _as_array(backend.rel_entr(p, q, validate=validate, xp=xp))
 
 
 def kl_div(
@@ -173,7 +182,7 @@ def kl_div(
     """
     xp, backend, (p, q), axes = _prepare("kl_div", ("p", "q"), (p, q), axis, validate)
     out = backend.kl_div(p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
-    return _in_base(out, base, xp)
+    return _in_base(out, base)
 
 
 def kl_div_logits(
@@ -223,7 +232,7 @@ def kl_div_logits(
         "kl_div_logits", ("a", "b"), (a, b), axis, validate, logits=True
     )
     out = backend.kl_div_logits(a, b, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
-    return _in_base(out, base, xp)
+    return _in_base(out, base)
 
 
 def entropy(
@@ -258,7 +267,7 @@ def entropy(
     """
     xp, backend, (p,), axes = _prepare("entropy", ("p",), (p,), axis, validate)
     out = backend.entropy(p, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
-    return _in_base(out, base, xp)
+    return _in_base(out, base)
 
 
 def cross_entropy(
@@ -297,7 +306,7 @@ def cross_entropy(
     """
     xp, backend, (p, q), axes = _prepare("cross_entropy", ("p", "q"), (p, q), axis, validate)
     out = backend.cross_entropy(p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
-    return _in_base(out, base, xp)
+    return _in_base(out, base)
 
 
 def js_div(
@@ -336,4 +345,4 @@ def js_div(
     """
     xp, backend, (p, q), axes = _prepare("js_div", ("p", "q"), (p, q), axis, validate)
     out = backend.js_div(p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
-    return _in_base(out, base, xp)
+    return _in_base(out, base)

@@ -41,8 +41,9 @@ def namespace(names: Sequence[str], arrays: Sequence[object]) -> tuple[Namespace
             kinds = ", ".join(f"{n} is a {_type_name(a)}" for n, a in real)
             msg = f"arrays of one library expected, but {kinds}"
             raise TypeError(msg) from None
-        devices = [(n, _compat.device(a)) for n, a in real]
-        first_name, first_device = devices[0]
+        # A JAX tracer has no device (None) until it is placed: nothing to compare.
+        devices = [(n, d) for n, a in real if (d := _compat.device(a)) is not None]
+        first_name, first_device = devices[0] if devices else ("", None)
         for name, dev in devices[1:]:
             if dev != first_device:
                 msg = (

@@ -298,3 +298,26 @@ def test_unchecked_nan_gives_nan_never_a_number(xp):
         assert np.isnan(got[0]), func.__name__
     assert np.isnan(to_numpy(kldiv.entropy(p, validate=False))[0])
     assert np.isnan(to_numpy(kldiv.rel_entr(p, q, validate=False))[0, 1])
+
+
+def test_torch_autograd_flows_through_without_warnings():
+    torch = pytest.importorskip("torch")
+    p = torch.tensor([[0.2, 0.3, 0.5]], dtype=torch.float64, requires_grad=True)
+    q = torch.tensor([[0.3, 0.3, 0.4]], dtype=torch.float64)
+    kldiv.kl_div(p, q).sum().backward()
+    # d KL / d p = log(p / q) + 1
+    expected = np.log(np.array([0.2, 0.3, 0.5]) / np.array([0.3, 0.3, 0.4])) + 1
+    np.testing.assert_allclose(p.grad.numpy()[0], expected, rtol=1e-12)
+
+
+def test_jax_jit_and_grad_trace_through():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    a, b = jnp.asarray([0.1, 0.2, 0.3]), jnp.zeros(3)
+    jitted = jax.jit(kldiv.kl_div_logits)(a, b)
+    assert float(jitted) == pytest.approx(float(kldiv.kl_div_logits(a, b)), rel=1e-6)
+    grad = jax.grad(lambda x: kldiv.kl_div_logits(x, b))(a)
+    # d KL(softmax(a) || uniform) / d a = p * (log p - sum(p log p)) for p = softmax(a)
+    p = np.exp(np.asarray(a) - np.log(np.exp(np.asarray(a)).sum()))
+    expected = p * (np.log(p) - np.sum(p * np.log(p)))
+    np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-4, atol=1e-7)
