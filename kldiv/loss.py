@@ -95,6 +95,7 @@ class KLDivergence:
         self.valError: float | None = None
         self.grad: Array | None = None
         self._batch_sum: Array | None = None
+        self._batch_size = 0  # the last batch's, which resetAccumulator leaves alone
         self._accum: Array | float = 0.0
         self.batchsize = 0
         self.numOfSamples = 0
@@ -111,7 +112,7 @@ class KLDivergence:
         error_sum, grad = self._compute(pred, target)
         self._batch_sum = error_sum
         self._accum = self._accum + error_sum
-        self.batchsize = int(pred.shape[0])
+        self.batchsize = self._batch_size = int(pred.shape[0])
         self.numOfSamples += self.batchsize
         self.grad = grad
         self.error = None
@@ -131,7 +132,7 @@ class KLDivergence:
             msg = "getError: no batch has been seen yet"
             raise RuntimeError(msg)
         if self.error is None:
-            self.error = float(self._batch_sum) / self.batchsize
+            self.error = float(self._batch_sum) / self._batch_size
         return self.error
 
     def getMeanError(self) -> float:

@@ -344,3 +344,13 @@ def test_empty_pred_is_a_value_error(xp, shape):
     pred = asarray(xp, np.zeros(shape), "float32")
     with pytest.raises(ValueError, match=r"pred of shape .* is empty"):
         KLDivergence()(pred, pred)
+
+
+def test_getError_answers_after_a_reset_even_unread(xp):
+    rng = np.random.default_rng(19)
+    pred = asarray(xp, rng.standard_normal((4, 3)), "float64")
+    target = asarray(xp, rng.standard_normal((4, 3)), "float64")
+    div = KLDivergence(normTarget=True)
+    div(pred, target, queryError=False)
+    div.resetAccumulator()
+    assert div.getError() == pytest.approx(div.validate(pred, target), rel=1e-14)
