@@ -329,7 +329,16 @@ def _js_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
         pr, qr = p[rows], q[rows]
         from_p = _dot_rows(pr, np.where(_zero_under(pr, qr), 0.0, s[rows]))
         from_q = _dot_rows(qr, np.where(_zero_under(qr, pr), 0.0, log_q_m[rows]))
-        return (from_p + from_q) / 2
+        fixed = (from_p + from_q) / 2
+        # Still not finite: s rounded to +-1 (one side over 1e16 times the other), or bad input
+        still = ~np.isfinite(fixed)
+        if still.any():
+            xp = _generic_np()
+            ps, qs = pr[still], qr[still]
+            m = (ps + qs) / 2
+            terms = _agnostic.kl_terms(ps, m, xp) + _agnostic.kl_terms(qs, m, xp)
+            fixed[still] = np.sum(terms, axis=1) / 2
+        return fixed
 
     return _fix_rows((_dot_rows(p, s) + _dot_rows(q, log_q_m)) / 2, exact)
 
@@ -450,7 +459,9 @@ def js_div(
         (p, q),
         axes,
         keepdims,
-        sign_checked=(1,),  # |(p - q)/(p + q)| > 1 for one negative, not for two
+        # |s| > 1 for one negative entry, but s rounds to -1 for a tiny negative p, and
+        # p*log1p(-s) is then +inf, not NaN: both signs are checked
+        sign_checked=(0, 1),
         validate=validate,
         clip=True,
         generic=lambda: _agnostic.js_div(
@@ -484,13 +495,22 @@ def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
                 for c0 in range(0, n, tile_cols):
                     c = slice(c0, min(c0 + tile_cols, n))
                     pt, qt = (_load(x, r, c, scratch, i) for i, x in enumerate(views))
-                    flagged = flagged or not (pt.min() >= 0 and qt.min() >= 0)
+                    signs_ok = pt.min() >= 0 and qt.min() >= 0  # False for NaN too
+                    flagged = flagged or not signs_ok
                     terms = scratch.tile(2, *pt.shape)
                     np.subtract(pt, qt, out=terms)
                     np.divide(terms, qt, out=terms)
+                    # log1p((p - q)/q) is exact relative to log(p/q) only near p == q; an
+                    # element on its own needs that elsewhere too (p << q), so there the
+                    # difference of logs is taken, as the generic code does.
+                    far = ~(np.abs(terms) < 0.5)
                     np.log1p(terms, out=terms)
+                    if far.any():
+                        terms[far] = np.log(pt[far]) - np.log(qt[far])
                     np.multiply(terms, pt, out=terms)
                     bad = ~np.isfinite(terms)
+                    if not signs_ok:  # two negatives make a positive ratio: no NaN shows
+                        bad |= (pt < 0) | (qt < 0)
                     if bad.any():
                         # inf is right for q == 0 < p, and from an infinite entry is not
                         flagged = True

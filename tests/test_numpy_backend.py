@@ -282,3 +282,37 @@ def test_a_nan_in_one_row_does_not_hide_a_negative_in_another(tiling):
     assert np.isnan(got).all()
     got = kldiv.kl_div(q, p, validate=False)
     assert np.isnan(got).all()
+
+
+def test_js_with_one_side_over_1e16_times_the_other(tiling):
+    p = np.tile([0.5, 0.5], (30, 1))
+    q = np.tile([1e-20, 1.0], (30, 1))
+    expected = generic("js_div", p, q)
+    np.testing.assert_allclose(kldiv.js_div(p, q), expected, rtol=1e-13)
+    np.testing.assert_allclose(kldiv.js_div(q, p), expected, rtol=1e-13)
+    assert expected[0] == pytest.approx(0.2157615543388357, rel=1e-13)
+
+
+def test_js_with_a_tiny_negative_entry_is_refused_or_nan(tiling):
+    p = np.tile([0.5, 0.5], (30, 1))
+    p[12] = [-1e-300, 1.0]
+    with pytest.raises(ValueError, match=r"^p has a negative entry .* at index \(12, 0\)"):
+        kldiv.js_div(p, np.full((30, 2), 0.5))
+    assert np.isnan(kldiv.js_div(p, np.full((30, 2), 0.5), validate=False)[12])
+
+
+def test_rel_entr_is_exact_per_element_far_from_p_equals_q(tiling):
+    p = np.array([[1.5e-16, 0.5, 1.0 - 1e-12]] * 20)
+    q = np.array([[1.0, 1e-300, 1e-12]] * 20)
+    expected = np.asarray(_agnostic.rel_entr(p, q, validate=False, xp=xp_np))
+    np.testing.assert_allclose(kldiv.rel_entr(p, q, validate=False), expected, rtol=1e-14)
+    assert kldiv.rel_entr(p, q, validate=False)[0, 0] == pytest.approx(
+        -5.465384456969485e-15, rel=1e-14
+    )
+
+
+def test_rel_entr_of_two_negatives_is_nan_unchecked(tiling):
+    p = np.tile([-0.3, 0.5], (20, 1))
+    got = kldiv.rel_entr(p, p, validate=False)
+    assert np.isnan(got[:, 0]).all()
+    assert (got[:, 1] == 0).all()
