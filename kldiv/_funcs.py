@@ -18,16 +18,17 @@ from kldiv import _validation as v
 from kldiv._dtypes import compute_dtype
 
 Array = Any
-Axis = int | tuple[int, ...]
+Axis = int | tuple[int, ...] | None
 
 
 def _prepare(
     func: str,
     names: Sequence[str],
     arrays: Sequence[object],
-    axis: Axis | None,
+    axis: Axis,
     validate: bool,
     *,
+    reduce: bool = True,
     logits: bool = False,
 ) -> tuple[Any, ModuleType, list[Array], tuple[int, ...]]:
     """Namespace, backend, arrays and normalised axes, after every check the arguments need.
@@ -41,7 +42,7 @@ def _prepare(
         v.check_floating(name, x, xp)
     shape = v.broadcast_shape(names, [tuple(x.shape) for x in checked])
     axes: tuple[int, ...] = ()
-    if axis is not None:
+    if reduce:
         axes = v.normalize_axis(axis, len(shape), func)
         v.check_distribution_axes(names, checked, shape, axes)
         v.check_not_empty(func, shape, axes)
@@ -97,8 +98,9 @@ def rel_entr(p: Array, q: Array, /, *, validate: bool = True) -> Array:
     Notes
     -----
     ``p/q`` is never formed where it could overflow: near ``p == q`` the logarithm comes
-    from ``2*atanh((p - q)/(p + q))``, elsewhere from ``log(p) - log(q)``. The arithmetic
-    runs in float64 where the device has it.
+    from a form exact relative to its small value (``log1p((p - q)/q)`` on NumPy and CuPy,
+    ``2*atanh((p - q)/(p + q))`` elsewhere), and otherwise from ``log(p) - log(q)``. The
+    arithmetic runs in float64 where the device has it.
 
     Examples
     --------
@@ -107,7 +109,7 @@ def rel_entr(p: Array, q: Array, /, *, validate: bool = True) -> Array:
     >>> kldiv.rel_entr(np.array([0.0, 0.5, 0.5]), np.array([0.0, 0.25, 0.0]))
     array([0.        , 0.34657359,        inf])
     """
-    xp, backend, (p, q), _ = _prepare("rel_entr", ("p", "q"), (p, q), None, validate)
+    xp, backend, (p, q), _ = _prepare("rel_entr", ("p", "q"), (p, q), None, validate, reduce=False)
     return _as_array(backend.rel_entr(p, q, validate=validate, xp=xp))
 
 
@@ -129,8 +131,9 @@ def kl_div(
         Probability distributions along ``axis``: real floating arrays of one library and
         device, broadcast against each other (one ``q`` against a batch of ``p``) except
         along ``axis``.
-    axis : int or tuple of int, optional
-        The axis, or axes taken together, that each distribution lies along. Default -1.
+    axis : int, tuple of int or None, optional
+        The axis, or axes taken together, that each distribution lies along. Default -1;
+        None takes the whole array as one distribution.
     keepdims : bool, optional
         Keep the reduced axes with size 1.
     base : float, optional

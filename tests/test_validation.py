@@ -5,6 +5,7 @@ from __future__ import annotations
 import array_api_compat
 import numpy as np
 import pytest
+import scipy.stats
 
 import kldiv
 from tests._helpers import asarray, to_numpy
@@ -238,3 +239,25 @@ def test_empty_batches_and_empty_rel_entr_give_empty_results(xp):
     assert tuple(kldiv.entropy(empty_batch).shape) == (0,)
     empty = asarray(xp, np.empty((3, 0)), "float64")
     assert tuple(kldiv.rel_entr(empty, empty).shape) == (3, 0)
+
+
+def test_a_long_float16_row_never_normalised_is_refused(xp):
+    if not eager(xp):
+        pytest.skip("value checks are skipped for lazy arrays (documented)")
+    p = asarray(xp, np.full(10_000, 1.3 / 10_000), "float16")
+    with pytest.raises(ValueError, match=r"^p is not normalised along axis -1: it sums to 1.30"):
+        kldiv.entropy(p)
+    x = np.random.default_rng(0).uniform(size=(4, 10_000)).astype(np.float16)
+    kldiv.entropy(asarray(xp, x / x.sum(axis=-1, keepdims=True), "float16"))  # normalised: fine
+
+
+def test_axis_none_takes_the_whole_array_as_one_distribution(xp):
+    p_np = np.array([[0.2, 0.8], [0.5, 0.5]]) / 2
+    q_np = np.array([[0.5, 0.5], [0.2, 0.8]]) / 2
+    p, q = asarray(xp, p_np, "float64"), asarray(xp, q_np, "float64")
+    got = to_numpy(kldiv.kl_div(p, q, axis=None))
+    assert got.shape == ()
+    np.testing.assert_allclose(got, scipy.stats.entropy(p_np.ravel(), q_np.ravel()), rtol=1e-14)
+    assert to_numpy(kldiv.entropy(p, axis=None, keepdims=True)).shape == (1, 1)
+    with pytest.raises(ValueError, match="a 0-d array has no axis"):
+        kldiv.entropy(asarray(xp, 1.0, "float64"), axis=None)
