@@ -42,9 +42,10 @@ class KLDivergence:
     over all other axes flattened together, ``(N, prod(shape[1:]))``. ``target`` is either
 
     - a distribution of ``pred``'s shape (raw scores with ``normTarget=True``), or
-    - integer class labels of shape ``(N,)`` or ``pred``'s shape without axis 1, taken as
-      one-hot along axis 1, divided by the number of positions ``prod(shape[2:])`` so that
-      each sample's target sums to 1 like its softmax.
+    - integer class labels of ``pred``'s shape without axis 1 (``(N,)`` for ``(N, C)``,
+      ``(N, H, W)`` for ``(N, C, H, W)``), taken as one-hot along axis 1, divided by the
+      number of positions ``prod(shape[2:])`` so that each sample's target sums to 1 like
+      its softmax.
 
     For a batch, with ``s = softmax(pred)`` and ``y`` the target:
 
@@ -159,17 +160,18 @@ class KLDivergence:
         check = self.check_values and _compat.values_are_readable(pred)
         n = int(pred.shape[0])
         rows = (n, math.prod(pred.shape[1:]))
+        sample_axes = tuple(range(1, pred.ndim))  # checked in place, so indices are pred's
         if check:
-            v.check_logits("pred", xp.reshape(pred, rows), (1,), xp)
+            v.check_logits("pred", pred, sample_axes, xp)
         if xp.isdtype(target.dtype, "integral"):
             target = self._one_hot(target, pred, check, xp)
         elif check:
             if self.normTarget:
-                v.check_logits("target", xp.reshape(target, rows), (1,), xp)
+                v.check_logits("target", target, sample_axes, xp)
             else:
                 v.check_probabilities("target", target, xp)
                 work = compute_dtype(xp, target.dtype, _compat.device(target))
-                v.check_normalised("target", xp.reshape(target, rows), (1,), work, xp)
+                v.check_normalised("target", target, sample_axes, work, xp)
         error_sum, grad = _dispatch.backend(xp).softmax_kl_loss(
             xp.reshape(pred, rows), xp.reshape(target, rows), norm_target=self.normTarget, xp=xp
         )
@@ -191,11 +193,12 @@ class KLDivergence:
             )
             raise ValueError(msg)
         if xp.isdtype(target.dtype, "integral"):
-            label_shapes = ((pred.shape[0],), (pred.shape[0], *pred.shape[2:]))
-            if tuple(target.shape) not in label_shapes:
+            # pred's shape without its class axis: (N,) for (N, C), (N, H, W) for (N, C, H, W)
+            label_shape = (pred.shape[0], *pred.shape[2:])
+            if tuple(target.shape) != label_shape:
                 msg = (
-                    f"integer target (class labels) must have shape {label_shapes[0]} or "
-                    f"{label_shapes[1]} for pred of shape {tuple(pred.shape)}; got "
+                    f"integer target (class labels) must have shape {label_shape}, pred's "
+                    f"without its class axis, for pred of shape {tuple(pred.shape)}; got "
                     f"{tuple(target.shape)}"
                 )
                 raise ValueError(msg)

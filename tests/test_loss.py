@@ -354,3 +354,20 @@ def test_getError_answers_after_a_reset_even_unread(xp):
     div(pred, target, queryError=False)
     div.resetAccumulator()
     assert div.getError() == pytest.approx(div.validate(pred, target), rel=1e-14)
+
+
+def test_labels_of_shape_n_for_spatial_pred_are_refused(xp):
+    pred = asarray(xp, np.zeros((2, 3, 2, 2)), "float32")
+    with pytest.raises(ValueError, match=r"must have shape \(2, 2, 2\), pred's without its class"):
+        KLDivergence()(pred, xp.asarray(np.array([0, 2])))
+
+
+def test_bad_pred_is_named_at_its_own_index(xp):
+    if not eager(xp):
+        pytest.skip("value checks are skipped for lazy arrays (documented)")
+    pred_np = np.zeros((2, 3, 2, 2))
+    pred_np[1, 2, 1, 0] = np.nan
+    pred = asarray(xp, pred_np, "float64")
+    target = asarray(xp, np.full((2, 3, 2, 2), 1 / 12), "float64")
+    with pytest.raises(ValueError, match=r"^pred has a nan entry at index \(1, 2, 1, 0\)"):
+        KLDivergence()(pred, target)
