@@ -601,3 +601,13 @@ def test_the_gpu_benchmark_says_it_cannot_run_without_a_gpu():
         [sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=120
     )
     assert "nothing can be measured" in out.stdout
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_js_with_one_side_far_below_eps_times_the_other(engine, dtype):
+    # s = (p - q)/(p + q) rounds to -1 here: log1p(-1) must not make a finite term infinite
+    p = np.tile(np.array([1e-20, 1.0], dtype=dtype), (9, 1))
+    q = np.tile(np.array([0.5, 0.5], dtype=dtype), (9, 1))
+    got = check_reduction(engine, "js_div", [p, q])
+    assert np.isfinite(got).all()
+    check_reduction(engine, "js_div", [q, p])

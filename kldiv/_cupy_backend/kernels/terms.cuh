@@ -51,8 +51,10 @@ struct CrossEntropyTerm {
   }
 };
 
-// (p*log(p/m) + q*log(q/m))/2 with m = (p + q)/2: both logs come from s = (p - q)/(p + q),
-// p/m = 1 + s and q/m = 1 - s, so no ratio is formed. A zero side adds nothing.
+// (p*log(p/m) + q*log(q/m))/2 with m = (p + q)/2. Near p == q both logs come from
+// s = (p - q)/(p + q), p/m = 1 + s and q/m = 1 - s, exact relative to their small values.
+// Elsewhere the difference of logs: s rounds to +-1 once one side is below eps times the
+// other, and log1p(-1) would make a finite term infinite. A zero side adds nothing.
 template <class A>
 struct JsTerm {
   static const int kInputs = 2;
@@ -61,9 +63,11 @@ struct JsTerm {
     const A total = p + q;
     if (total == 0) return A(0);
     const A s = (p - q) / total;
+    const bool near = abs_of(s) < A(0.5);
+    const A log_m = near ? A(0) : log_of(total / 2);
     A sum = 0;
-    if (p > 0) sum += p * log1p_of(s);
-    if (q > 0) sum += q * log1p_of(-s);
+    if (p > 0) sum += p * (near ? log1p_of(s) : log_of(p) - log_m);
+    if (q > 0) sum += q * (near ? log1p_of(-s) : log_of(q) - log_m);
     return sum / 2;
   }
 };
