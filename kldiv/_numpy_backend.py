@@ -33,7 +33,7 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -130,6 +130,12 @@ def _kept_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -
     return tuple(s for i, s in enumerate(shape) if i not in axes)
 
 
+def _blocks(start: int, stop: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` covering ``start:stop``."""
+    for first in range(start, stop, size):
+        yield slice(first, min(first + size, stop))
+
+
 def _tile_shape(n: int) -> tuple[int, int]:
     """(rows, columns) of a tile for rows of ``n`` elements."""
     if n >= TILE:
@@ -196,12 +202,10 @@ def _row_reduce(
         scratch = _Scratch()
         flagged = False
         with np.errstate(all="ignore"):
-            for r0 in range(start, stop, tile_rows):
-                r = slice(r0, min(r0 + tile_rows, stop))
+            for r in _blocks(start, stop, tile_rows):
                 total: Any = 0.0
                 sums: list[Any] = [0.0] * len(arrays)
-                for c0 in range(0, max(n, 1), tile_cols):
-                    c = slice(c0, min(c0 + tile_cols, n))
+                for c in _blocks(0, n, tile_cols):
                     tiles = [_load(x, r, c, scratch, i) for i, x in enumerate(arrays)]
                     part = terms(tiles, scratch)
                     for i in sign_checked:
@@ -209,7 +213,7 @@ def _row_reduce(
                             part[(tiles[i] < 0).any(axis=1)] = np.nan
                     if validate:
                         sums = [s + t.sum(axis=1) for s, t in zip(sums, tiles, strict=True)]
-                    total = part if c0 == 0 else total + part
+                    total = part if c.start == 0 else total + part
                 if validate:
                     flagged = flagged or bool(np.isnan(total).any())
                     for s, tol in zip(sums, tolerances, strict=True):
@@ -490,10 +494,8 @@ def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
         scratch = _Scratch()
         flagged = False
         with np.errstate(all="ignore"):
-            for r0 in range(start, stop, tile_rows):
-                r = slice(r0, min(r0 + tile_rows, stop))
-                for c0 in range(0, n, tile_cols):
-                    c = slice(c0, min(c0 + tile_cols, n))
+            for r in _blocks(start, stop, tile_rows):
+                for c in _blocks(0, n, tile_cols):
                     pt, qt = (_load(x, r, c, scratch, i) for i, x in enumerate(views))
                     signs_ok = pt.min() >= 0 and qt.min() >= 0  # False for NaN too
                     flagged = flagged or not signs_ok
@@ -581,8 +583,7 @@ def kl_div_logits(
         scratch = _Scratch()
         flagged = False
         with np.errstate(all="ignore"):
-            for r0 in range(start, stop, tile_rows):
-                r = slice(r0, min(r0 + tile_rows, stop))
+            for r in _blocks(start, stop, tile_rows):
                 at = _load(a_rows, r, slice(None), scratch, 0)
                 bt = _load(b_rows, r, slice(None), scratch, 1)
                 la, lb, q, work = (scratch.tile(i, *at.shape) for i in range(2, 6))
@@ -623,8 +624,7 @@ def softmax_kl_loss(
         scratch = _Scratch()
         error = 0.0
         with np.errstate(all="ignore"):
-            for r0 in range(start, stop, tile_rows):
-                r = slice(r0, min(r0 + tile_rows, stop))
+            for r in _blocks(start, stop, tile_rows):
                 pt = _load(pred, r, slice(None), scratch, 0)
                 yt = _load(target, r, slice(None), scratch, 1)
                 log_s, s, log_y, y, work = (scratch.tile(i, *pt.shape) for i in range(2, 7))
