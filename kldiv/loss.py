@@ -233,5 +233,7 @@ class KLDivergence:
         labels = xp.reshape(labels, (pred.shape[0], 1, *pred.shape[2:]))
         shape = (1, classes) + (1,) * (pred.ndim - 2)
         classes_axis = xp.reshape(xp.arange(classes, device=_compat.device(pred)), shape)
-        one_hot = xp.astype(labels == classes_axis, pred.dtype)
+        # In the compute dtype, not pred's: 1/(H*W) in float16 would move the error by 5e-4.
+        work = compute_dtype(xp, pred.dtype, _compat.device(pred))
+        one_hot = xp.astype(labels == classes_axis, work)
         return one_hot / positions if positions > 1 else one_hot

@@ -371,3 +371,15 @@ def test_bad_pred_is_named_at_its_own_index(xp):
     target = asarray(xp, np.full((2, 3, 2, 2), 1 / 12), "float64")
     with pytest.raises(ValueError, match=r"^pred has a nan entry at index \(1, 2, 1, 0\)"):
         KLDivergence()(pred, target)
+
+
+def test_spatial_labels_with_float16_pred_are_exact(xp):
+    rng = np.random.default_rng(20)
+    pred_np = rng.standard_normal((2, 3, 3, 3))
+    labels_np = rng.integers(0, 3, (2, 3, 3))
+    target_np = np.moveaxis(np.eye(3)[labels_np], -1, 1) / 9  # 1/9 is not a float16
+    pred16 = asarray(xp, pred_np, "float16")
+    error, grad = KLDivergence()(pred16, xp.asarray(labels_np))
+    host_error, _ = reference(to_numpy(pred16).astype(np.float64), target_np, norm_target=False)
+    assert error == pytest.approx(host_error, rel=1e-6)
+    assert grad.dtype == pred16.dtype
