@@ -30,12 +30,15 @@ def _prepare(
     *,
     reduce: bool = True,
     logits: bool = False,
+    base: float | None = None,
 ) -> tuple[Any, ModuleType, list[Array], tuple[int, ...]]:
     """Namespace, backend, arrays and normalised axes, after every check the arguments need.
 
-    The value checks are left to a backend that fuses them into its own pass over the data
+    ``base`` is checked first, so that a bad one fails before any work on the arrays. The
+    value checks are left to a backend that fuses them into its own pass over the data
     (``CHECKS_VALUES``); shape and dtype checks always run here.
     """
+    v.check_base(base)
     xp, checked = v.namespace(names, arrays)
     backend = _dispatch.backend(xp)
     for name, x in zip(names, checked, strict=True):
@@ -183,7 +186,7 @@ def kl_div(
     >>> kldiv.kl_div(np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5]), base=2)
     array(1.)
     """
-    xp, backend, (p, q), axes = _prepare("kl_div", ("p", "q"), (p, q), axis, validate)
+    xp, backend, (p, q), axes = _prepare("kl_div", ("p", "q"), (p, q), axis, validate, base=base)
     out = backend.kl_div(p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
     return _in_base(out, base)
 
@@ -232,7 +235,7 @@ def kl_div_logits(
     array(0.6931472, dtype=float32)
     """
     xp, backend, (a, b), axes = _prepare(
-        "kl_div_logits", ("a", "b"), (a, b), axis, validate, logits=True
+        "kl_div_logits", ("a", "b"), (a, b), axis, validate, logits=True, base=base
     )
     out = backend.kl_div_logits(a, b, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
     return _in_base(out, base)
@@ -268,7 +271,7 @@ def entropy(
     >>> kldiv.entropy(np.array([0.5, 0.25, 0.25, 0.0]), base=2)
     array(1.5)
     """
-    xp, backend, (p,), axes = _prepare("entropy", ("p",), (p,), axis, validate)
+    xp, backend, (p,), axes = _prepare("entropy", ("p",), (p,), axis, validate, base=base)
     out = backend.entropy(p, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
     return _in_base(out, base)
 
@@ -307,7 +310,9 @@ def cross_entropy(
     >>> kldiv.cross_entropy(np.array([0.5, 0.5]), np.array([0.25, 0.75]), base=2)
     array(1.20751875)
     """
-    xp, backend, (p, q), axes = _prepare("cross_entropy", ("p", "q"), (p, q), axis, validate)
+    xp, backend, (p, q), axes = _prepare(
+        "cross_entropy", ("p", "q"), (p, q), axis, validate, base=base
+    )
     out = backend.cross_entropy(p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
     return _in_base(out, base)
 
@@ -346,6 +351,6 @@ def js_div(
     >>> kldiv.js_div(np.array([1.0, 0.0]), np.array([0.0, 1.0]), base=2)
     array(1.)
     """
-    xp, backend, (p, q), axes = _prepare("js_div", ("p", "q"), (p, q), axis, validate)
+    xp, backend, (p, q), axes = _prepare("js_div", ("p", "q"), (p, q), axis, validate, base=base)
     out = backend.js_div(p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
     return _in_base(out, base)

@@ -261,3 +261,9 @@ def test_axis_none_takes_the_whole_array_as_one_distribution(xp):
     assert to_numpy(kldiv.entropy(p, axis=None, keepdims=True)).shape == (1, 1)
     with pytest.raises(ValueError, match="a 0-d array has no axis"):
         kldiv.entropy(asarray(xp, 1.0, "float64"), axis=None)
+
+
+def test_a_bad_base_fails_before_any_work_on_the_arrays():
+    unnormalised = np.array([0.5, 0.6])
+    with pytest.raises(ValueError, match=r"^base must be finite"):
+        kldiv.kl_div(unnormalised, unnormalised, base=0)
