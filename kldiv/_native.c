@@ -1,0 +1,404 @@
+/* kldiv._native: compiled row kernels for the NumPy path (kldiv/_numpy_backend.py).
+ *
+ * NumPy can fuse none of a KL term's dozen operations, so the pure NumPy path walks each tile
+ * of memory some eight times; this module makes one pass per row, with the terms in the CPU's
+ * vector lanes and the row sums that validation needs on the way. It is built when a C
+ * compiler is present (setup.py marks it optional); without it the NumPy path runs alone.
+ *
+ * The math. For p, q > 0 write p/q = 2**e * r with r in [1/sqrt(2), sqrt(2)], taken from the
+ * floats' exponent and mantissa bits, exactly. Then s = (mp - mq)/(mp + mq) of the mantissas
+ * has |s| <= 0.1716, mp - mq is exact (Sterbenz), and log(p/q) = e*ln2 + 2*atanh(s), with
+ * atanh(s) - s = s**3 * (1/3 + s**2/5 + ...) summed to the input's precision. Each term is
+ * t = p*log(p/q) - (p - q) >= 0, and KL = sum(t) + sum(p - q):
+ *  - e == 0 (p and q within a factor sqrt(2), all of a near-identical pair): s is exactly
+ *    (p - q)/(p + q) and t = (p + q)*(s**2 + (1 + s)*(atanh(s) - s)), with no cancellation,
+ *    so near-identical distributions keep every digit;
+ *  - otherwise t = p*L - (p - q), which loses at most a few bits there.
+ * A zero p gives t = q (0*log(0) = 0). Any other element outside the fast domain (q zero,
+ * subnormal, negative, NaN or infinite; p the same but for zero) makes the row's result NaN,
+ * and the caller recomputes that row with NumPy, which knows every convention and check.
+ *
+ * float32 input: terms in float32 arithmetic (at most a few ulps each, none negative), sums
+ * in float64. float64 input: everything in float64.
+ *
+ * On x86-64 with GCC 12 or later, each kernel is compiled three times, for x86-64-v4
+ * (AVX-512), x86-64-v3 (AVX2, FMA) and the build's baseline, and the best the CPU runs is
+ * taken when the module loads. kl_rows releases the GIL, so threads run it on every core. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef KLDIV_SOURCE_SHA256
+#define KLDIV_SOURCE_SHA256 "unknown"
+#endif
+
+#define CHUNK 256
+/* float64 lanes the compiler maps onto vector registers in the float64 sums */
+#define KL_LANES 8
+
+#if defined(__GNUC__) || defined(__clang__)
+#define KL_INLINE inline __attribute__((always_inline))
+#else
+#define KL_INLINE inline
+#endif
+
+/* ---- elements ---------------------------------------------------------------------------- */
+
+static KL_INLINE float kl_f32_from_bits(uint32_t b)
+{
+    float x;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+
+static KL_INLINE uint32_t kl_f32_bits(float x)
+{
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
+
+static KL_INLINE double kl_f64_from_bits(uint64_t b)
+{
+    double x;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+
+static KL_INLINE uint64_t kl_f64_bits(double x)
+{
+    uint64_t b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
+
+/* The fast domain: q normal and finite, p the same or zero. NaN fails every comparison. */
+static KL_INLINE int kl_domain_f32(float x, float y)
+{
+    return (((x >= FLT_MIN) & (x <= FLT_MAX)) | (x == 0.0f)) & (y >= FLT_MIN) & (y <= FLT_MAX);
+}
+
+static KL_INLINE int kl_domain_f64(double x, double y)
+{
+    return (((x >= DBL_MIN) & (x <= DBL_MAX)) | (x == 0.0)) & (y >= DBL_MIN) & (y <= DBL_MAX);
+}
+
+/* ln 2 split so that e*LN2_HI is exact for every exponent difference e. */
+#define KL_SQRT2_F32 1.41421356f
+#define KL_LN2_HI_F32 0.693145752f      /* 0x3f317200 */
+#define KL_LN2_LO_F32 1.42860677e-06f   /* 0x35bfbe8e */
+#define KL_SQRT2_F64 1.4142135623730951
+#define KL_LN2_HI_F64 6.93147180369123816490e-01 /* 0x3fe62e42fee00000 */
+#define KL_LN2_LO_F64 1.90821492927058770002e-10 /* 0x3dea39ef35793c76 */
+
+/* t = p*log(p/q) - (p - q) >= 0, by the scheme at the top of the file. */
+static KL_INLINE float kl_term_f32(float x, float y)
+{
+    const int q_ok = (y >= FLT_MIN) & (y <= FLT_MAX);
+    const int fast = (x >= FLT_MIN) & (x <= FLT_MAX) & q_ok;
+    const float xs = fast ? x : 1.0f, ys = fast ? y : 1.0f;
+    const uint32_t bx = kl_f32_bits(xs), by = kl_f32_bits(ys);
+    const uint32_t mantissa = 0x007FFFFFu, one = 0x3F800000u;
+    float e = (float)((int32_t)(bx >> 23) - (int32_t)(by >> 23));
+    float mx = kl_f32_from_bits((bx & mantissa) | one);
+    float my = kl_f32_from_bits((by & mantissa) | one);
+    const int up = mx > KL_SQRT2_F32 * my, down = my > KL_SQRT2_F32 * mx;
+    my = up ? 2.0f * my : my;
+    mx = down ? 2.0f * mx : mx;
+    e = e + (up ? 1.0f : 0.0f) - (down ? 1.0f : 0.0f);
+    const float s = (mx - my) / (mx + my);
+    const float z = s * s;
+    /* atanh(s) - s = s*z*(1/3 + z/5 + ...): the next term, z**5/13 <= 2e-9, is below float32 */
+    float poly = 1.0f / 11.0f;
+    poly = poly * z + 1.0f / 9.0f;
+    poly = poly * z + 1.0f / 7.0f;
+    poly = poly * z + 1.0f / 5.0f;
+    poly = poly * z + 1.0f / 3.0f;
+    const float a = s * z * poly;
+    const float log_ratio = e * KL_LN2_HI_F32 + (2.0f * s + (2.0f * a + e * KL_LN2_LO_F32));
+    const float near = (xs + ys) * (z + (1.0f + s) * a);
+    const float far = xs * log_ratio - (xs - ys);
+    const float t = e == 0.0f ? near : far;
+    return (x == 0.0f) & q_ok ? y : t;
+}
+
+static KL_INLINE double kl_term_f64(double x, double y)
+{
+    const int q_ok = (y >= DBL_MIN) & (y <= DBL_MAX);
+    const int fast = (x >= DBL_MIN) & (x <= DBL_MAX) & q_ok;
+    const double xs = fast ? x : 1.0, ys = fast ? y : 1.0;
+    const uint64_t bx = kl_f64_bits(xs), by = kl_f64_bits(ys);
+    const uint64_t mantissa = 0x000FFFFFFFFFFFFFull, one = 0x3FF0000000000000ull;
+    /* the biased exponents as doubles, without a 64-bit integer conversion: 2**52 + k - 2**52 */
+    const uint64_t magic = 0x4330000000000000ull;
+    double e = (kl_f64_from_bits(magic | (bx >> 52)) - kl_f64_from_bits(magic)) -
+               (kl_f64_from_bits(magic | (by >> 52)) - kl_f64_from_bits(magic));
+    double mx = kl_f64_from_bits((bx & mantissa) | one);
+    double my = kl_f64_from_bits((by & mantissa) | one);
+    const int up = mx > KL_SQRT2_F64 * my, down = my > KL_SQRT2_F64 * mx;
+    my = up ? 2.0 * my : my;
+    mx = down ? 2.0 * mx : mx;
+    e = e + (up ? 1.0 : 0.0) - (down ? 1.0 : 0.0);
+    const double s = (mx - my) / (mx + my);
+    const double z = s * s;
+    /* the next term, z**10/23 <= 2.2e-17, is below float64 */
+    double poly = 1.0 / 21.0;
+    poly = poly * z + 1.0 / 19.0;
+    poly = poly * z + 1.0 / 17.0;
+    poly = poly * z + 1.0 / 15.0;
+    poly = poly * z + 1.0 / 13.0;
+    poly = poly * z + 1.0 / 11.0;
+    poly = poly * z + 1.0 / 9.0;
+    poly = poly * z + 1.0 / 7.0;
+    poly = poly * z + 1.0 / 5.0;
+    poly = poly * z + 1.0 / 3.0;
+    const double a = s * z * poly;
+    const double log_ratio = e * KL_LN2_HI_F64 + (2.0 * s + (2.0 * a + e * KL_LN2_LO_F64));
+    const double near = (xs + ys) * (z + (1.0 + s) * a);
+    const double far = xs * log_ratio - (xs - ys);
+    const double t = e == 0.0 ? near : far;
+    return (x == 0.0) & q_ok ? y : t;
+}
+
+/* sum + err += x, with err gaining the exact rounding error of sum + x (Knuth's TwoSum, no
+ * branch, so it vectorises). */
+static KL_INLINE void kl_two_sum(double *sum, double *err, double x)
+{
+    const double s = *sum + x;
+    const double x_part = s - *sum;
+    *err += (*sum - (s - x_part)) + (x - x_part);
+    *sum = s;
+}
+
+/* sum += x, with the rounding error kept in comp (Neumaier). */
+static KL_INLINE void kl_neumaier(double *sum, double *comp, double x)
+{
+    const double s = *sum + x;
+    *comp += fabs(*sum) >= fabs(x) ? (*sum - s) + x : (x - s) + *sum;
+    *sum = s;
+}
+
+/* k rows of n elements of `size` bytes, row j at src + j*stride bytes, side by side into dst.
+ * size is a constant where this is inlined, so the copies are plain loads and stores. */
+static KL_INLINE void kl_gather(void *dst, const char *src, Py_ssize_t stride, Py_ssize_t k,
+                                Py_ssize_t n, size_t size)
+{
+    char *to = dst;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        const char *row = src + j * stride;
+        for (Py_ssize_t i = 0; i < n; i++, to += size) {
+            memcpy(to, row + i * (Py_ssize_t)size, size);
+        }
+    }
+}
+
+/* ---- variants ---------------------------------------------------------------------------- */
+
+typedef void (*kl_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, Py_ssize_t,
+                           Py_ssize_t, double *);
+
+typedef struct {
+    const char *name;
+    kl_rows_fn f32;
+    kl_rows_fn f64;
+    int supported;
+} kl_variant;
+
+#define KL_NAME3(name, type, variant) name##_##type##_##variant
+#define KL_NAME(name, type, variant) KL_NAME3(name, type, variant)
+
+/* _native_variant.h instantiates _native_row.h for both element types, for the variant
+ * named KL_VARIANT with target attribute KL_ATTR. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#define KL_X86_VARIANTS 1
+#define KL_VARIANT x86_64_v4
+#define KL_ATTR __attribute__((target("arch=x86-64-v4,prefer-vector-width=512")))
+#include "_native_variant.h"
+#define KL_VARIANT x86_64_v3
+#define KL_ATTR __attribute__((target("arch=x86-64-v3")))
+#include "_native_variant.h"
+#endif
+#define KL_VARIANT baseline
+#define KL_ATTR
+#include "_native_variant.h"
+
+/* Best first; `supported` is filled in when the module loads. */
+static kl_variant kl_variants[] = {
+#ifdef KL_X86_VARIANTS
+    {"x86-64-v4", kl_rows_f32_x86_64_v4, kl_rows_f64_x86_64_v4, 0},
+    {"x86-64-v3", kl_rows_f32_x86_64_v3, kl_rows_f64_x86_64_v3, 0},
+#endif
+    {"baseline", kl_rows_f32_baseline, kl_rows_f64_baseline, 1},
+};
+
+#define KL_N_VARIANTS ((int)(sizeof kl_variants / sizeof kl_variants[0]))
+
+static void kl_detect_variants(void)
+{
+#ifdef KL_X86_VARIANTS
+    __builtin_cpu_init();
+    kl_variants[0].supported = __builtin_cpu_supports("x86-64-v4") != 0;
+    kl_variants[1].supported = __builtin_cpu_supports("x86-64-v3") != 0;
+#endif
+}
+
+/* ---- Python --------------------------------------------------------------------------- */
+
+/* The element type of a float buffer, 'f' or 'd', or 0. */
+static char kl_float_kind(const Py_buffer *b)
+{
+    const char *f = b->format ? b->format : "B";
+    if (*f == '<' || *f == '=' || *f == '@') {
+        f++;
+    }
+    if (f[0] == 'f' && f[1] == '\0' && b->itemsize == 4) {
+        return 'f';
+    }
+    if (f[0] == 'd' && f[1] == '\0' && b->itemsize == 8) {
+        return 'd';
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(kl_rows_doc,
+             "kl_rows(p, q, out, variant=None)\n--\n\n"
+             "For each row r of the 2-D float32 or float64 arrays p and q (same shape and\n"
+             "dtype, each row contiguous, any row stride), write out[r] = (KL(p[r] || q[r]),\n"
+             "sum(p[r]), sum(q[r])) into the C-contiguous float64 array out of shape\n"
+             "(rows, 3). The KL is NaN for a row holding an element outside the fast domain\n"
+             "(q not a positive normal float; p not one or zero). variant names one of\n"
+             "variants(); None takes the first. Releases the GIL.");
+
+static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"p", "q", "out", "variant", NULL};
+    PyObject *p_obj, *q_obj, *out_obj, *variant_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|O:kl_rows", keywords, &p_obj, &q_obj,
+                                     &out_obj, &variant_obj)) {
+        return NULL;
+    }
+    const kl_variant *variant = NULL;
+    for (int i = 0; i < KL_N_VARIANTS; i++) {
+        if (!kl_variants[i].supported) {
+            continue;
+        }
+        if (variant_obj == Py_None) {
+            variant = &kl_variants[i];
+            break;
+        }
+        if (PyUnicode_Check(variant_obj) &&
+            PyUnicode_CompareWithASCIIString(variant_obj, kl_variants[i].name) == 0) {
+            variant = &kl_variants[i];
+            break;
+        }
+    }
+    if (variant == NULL) {
+        PyErr_Format(PyExc_ValueError, "variant %R is not one of variants()", variant_obj);
+        return NULL;
+    }
+
+    Py_buffer p, q, out;
+    if (PyObject_GetBuffer(p_obj, &p, PyBUF_RECORDS_RO) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(q_obj, &q, PyBUF_RECORDS_RO) < 0) {
+        PyBuffer_Release(&p);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(out_obj, &out, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) <
+        0) {
+        PyBuffer_Release(&p);
+        PyBuffer_Release(&q);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    const char kind = kl_float_kind(&p);
+    if (p.ndim != 2 || q.ndim != 2 || p.shape[0] != q.shape[0] || p.shape[1] != q.shape[1]) {
+        PyErr_SetString(PyExc_ValueError, "p and q must be 2-D arrays of the same shape");
+    }
+    else if (kind == 0 || kl_float_kind(&q) != kind) {
+        PyErr_SetString(PyExc_TypeError, "p and q must both be float32 or both float64");
+    }
+    else if (p.shape[1] > 1 && (p.strides[1] != p.itemsize || q.strides[1] != q.itemsize)) {
+        PyErr_SetString(PyExc_ValueError, "the rows of p and q must be contiguous");
+    }
+    else if (kl_float_kind(&out) != 'd' || out.len != p.shape[0] * 3 * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "out must be a float64 array of shape (rows, 3)");
+    }
+    else {
+        const kl_rows_fn run = kind == 'f' ? variant->f32 : variant->f64;
+        Py_BEGIN_ALLOW_THREADS
+        run(p.buf, p.strides[0], q.buf, q.strides[0], p.shape[0], p.shape[1], out.buf);
+        Py_END_ALLOW_THREADS
+        result = Py_None;
+        Py_INCREF(result);
+    }
+    PyBuffer_Release(&p);
+    PyBuffer_Release(&q);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+PyDoc_STRVAR(variants_doc,
+             "variants()\n--\n\n"
+             "The names of the compiled variants this CPU runs, best first.");
+
+static PyObject *variants(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(args))
+{
+    PyObject *names = PyList_New(0);
+    if (names == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < KL_N_VARIANTS; i++) {
+        if (!kl_variants[i].supported) {
+            continue;
+        }
+        PyObject *name = PyUnicode_FromString(kl_variants[i].name);
+        if (name == NULL || PyList_Append(names, name) < 0) {
+            Py_XDECREF(name);
+            Py_DECREF(names);
+            return NULL;
+        }
+        Py_DECREF(name);
+    }
+    PyObject *result = PyList_AsTuple(names);
+    Py_DECREF(names);
+    return result;
+}
+
+static PyMethodDef kl_methods[] = {
+    {"kl_rows", (PyCFunction)(void (*)(void))kl_rows, METH_VARARGS | METH_KEYWORDS, kl_rows_doc},
+    {"variants", variants, METH_NOARGS, variants_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef kl_module = {
+    PyModuleDef_HEAD_INIT,
+    "kldiv._native",
+    "Compiled row kernels for kldiv's NumPy path; see kldiv/_native.c.",
+    -1,
+    kl_methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+    kl_detect_variants();
+    PyObject *module = PyModule_Create(&kl_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddStringConstant(module, "SOURCE_SHA256", KLDIV_SOURCE_SHA256) < 0 ||
+        PyModule_AddIntConstant(module, "CHUNK", CHUNK) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

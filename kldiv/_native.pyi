@@ -1,0 +1,9 @@
+"""Types of the compiled row kernels, kldiv/_native.c (built when a C compiler is present)."""
+
+from typing import Any
+
+SOURCE_SHA256: str
+CHUNK: int
+
+def kl_rows(p: Any, q: Any, out: Any, variant: str | None = None) -> None: ...
+def variants() -> tuple[str, ...]: ...

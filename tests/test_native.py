@@ -1,0 +1,267 @@
+"""The compiled row kernels, kldiv._native, on their own: every CPU variant against a 50-digit
+mpmath reference, their domain and its edges, row strides, and their argument checks.
+
+Through the public functions the kernels are tested with everything else on the NumPy
+path (test_numpy_backend.py's ``tiling`` fixture runs them and the pure NumPy tiles).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import mpmath
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kldiv import _numpy_backend as nb
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ["kldiv/_native.c", "kldiv/_native_variant.h", "kldiv/_native_row.h"]
+
+if os.environ.get("KLDIV_REQUIRE_NATIVE") == "1":
+    # CI sets this: there the module must have been built, not silently skipped
+    assert nb._native is not None, "kldiv._native was not built"
+native = pytest.importorskip("kldiv._native", reason="kldiv._native is not built (no compiler)")
+
+VARIANTS = native.variants()
+DTYPES = ["float32", "float64"]
+# Relative error of a row's KL, against the condition of the sum it is: sum(t) + |sum(p - q)|
+# with t = p*log(p/q) - (p - q) >= 0 (see kldiv/_native.c)
+LIMITS = {"float32": 1e-6, "float64": 1e-14}
+
+
+def test_the_build_is_of_these_sources():
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        digest.update((ROOT / name).read_bytes())
+    assert digest.hexdigest() == native.SOURCE_SHA256, (
+        "kldiv._native is stale: rebuild it with `pip install -e .`"
+    )
+
+
+def test_the_baseline_variant_is_always_there():
+    assert VARIANTS[-1] == "baseline"
+
+
+def reference(p_row, q_row):
+    """(KL, its condition: sum(t) + |sum(p - q)|), in 50-digit mpmath on the exact values."""
+    with mpmath.workdps(50):
+        kl, t_sum, d_sum = mpmath.mpf(0), mpmath.mpf(0), mpmath.mpf(0)
+        for x, y in zip(p_row.tolist(), q_row.tolist(), strict=True):
+            x, y = mpmath.mpf(x), mpmath.mpf(y)
+            term = x * mpmath.log(x / y) if x else mpmath.mpf(0)
+            kl += term
+            t_sum += term - (x - y)
+            d_sum += x - y
+        return kl, t_sum + abs(d_sum)
+
+
+def run(p, q, variant=None):
+    res = np.full((p.shape[0], 3), -1.0)
+    native.kl_rows(p, q, res, variant)
+    return res
+
+
+def assert_close_to_reference(p, q, res, dtype):
+    for row, (p_row, q_row) in enumerate(zip(p, q, strict=True)):
+        kl, condition = reference(p_row, q_row)
+        diff = abs(mpmath.mpf(float(res[row, 0])) - kl)
+        error = diff / condition if condition else diff  # p == q: exactly 0
+        assert error <= LIMITS[dtype], (row, float(kl), res[row, 0], float(error))
+        with mpmath.workdps(50):
+            for column, x in ((1, p_row), (2, q_row)):
+                exact = mpmath.fsum(mpmath.mpf(v) for v in x.tolist())
+                assert abs(mpmath.mpf(float(res[row, column])) - exact) <= 1e-15 * abs(exact)
+
+
+def rows_of(rng, kind, rows, n, dtype):
+    """A (p, q) pair of ``kind``: every regime of the kernels' arithmetic."""
+    if kind == "random":
+        p, q = rng.uniform(0.01, 1, (2, rows, n))
+    elif kind == "near":  # within 1e-5: e == 0, the cancellation-free form
+        p = rng.uniform(0.5, 1, (rows, n))
+        q = p * (1 + 1e-5 * rng.standard_normal((rows, n)))
+    elif kind == "powers of two":  # p and q straddle a power of two: the exponent shift
+        base = 2.0 ** rng.integers(-20, 0, (rows, n))
+        p = base * (1 + 1e-4 * rng.uniform(0, 1, (rows, n)))
+        q = base * (1 - 1e-4 * rng.uniform(0, 1, (rows, n)))
+        swap = rng.uniform(size=(rows, n)) < 0.5
+        p, q = np.where(swap, q, p), np.where(swap, p, q)
+    elif kind == "far":  # ratios over the whole exponent range of float32
+        p = 10.0 ** rng.uniform(-35, 0, (rows, n))
+        q = 10.0 ** rng.uniform(-35, 0, (rows, n))
+    elif kind == "ratio sqrt2":  # both sides of the range reduction's threshold
+        q = rng.uniform(0.5, 1, (rows, n))
+        p = q * np.sqrt(2) * (1 + 1e-7 * rng.standard_normal((rows, n)))
+    elif kind == "zeros in p":
+        p, q = rng.uniform(0.01, 1, (2, rows, n))
+        p[rng.uniform(size=(rows, n)) < 0.3] = 0
+    else:
+        raise AssertionError(kind)
+    return p.astype(dtype), q.astype(dtype)
+
+
+KINDS = ["random", "near", "powers of two", "far", "ratio sqrt2", "zeros in p"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [1, 7, 64, 65, 300, 2000])
+def test_every_variant_against_mpmath(variant, kind, n, dtype):
+    rng = np.random.default_rng([len(kind), n])
+    p, q = rows_of(rng, kind, 3 if n > 64 else 40, n, dtype)
+    res = run(p, q, variant)
+    assert not np.isnan(res[:, 0]).any()
+    assert_close_to_reference(p, q, res, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_variants_agree(dtype):
+    rng = np.random.default_rng(3)
+    p, q = rows_of(rng, "random", 50, 999, dtype)
+    results = [run(p, q, variant) for variant in VARIANTS]
+    for res in results[1:]:
+        np.testing.assert_allclose(res, results[0], rtol=LIMITS[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [5, 1000])  # the short-row blocks and the long-row chunks
+def test_row_strides_broadcast_and_gaps(dtype, n):
+    rng = np.random.default_rng(4)
+    p, q = rows_of(rng, "random", 120, n, dtype)
+    dense = run(p, q)
+    q_row = np.broadcast_to(q[:1], q.shape)  # row stride 0
+    np.testing.assert_array_equal(run(p, q_row), run(p, np.ascontiguousarray(q_row)))
+    wide = np.zeros((120, n + 3), dtype)
+    wide[:, :n] = p  # rows n + 3 apart
+    np.testing.assert_array_equal(run(wide[:, :n], q), dense)
+    np.testing.assert_array_equal(run(p[::3], q[::3]), dense[::3])
+
+
+def _outside(dtype):
+    info = np.finfo(dtype)
+    return {
+        "q zero": (0.5, 0.0),
+        "q subnormal": (0.5, info.smallest_subnormal),
+        "q negative": (0.5, -0.5),
+        "q NaN": (0.5, np.nan),
+        "q inf": (0.5, np.inf),
+        "p subnormal": (info.smallest_subnormal, 0.5),
+        "p negative": (-0.5, 0.5),
+        "p NaN": (np.nan, 0.5),
+        "p inf": (np.inf, 0.5),
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("n", [4, 500])
+def test_an_element_outside_the_domain_makes_only_its_row_nan(variant, dtype, n):
+    for what, (x, y) in _outside(dtype).items():
+        p = np.full((6, n), 1 / n, dtype)
+        q = np.full((6, n), 1 / n, dtype)
+        p[4, n - 1], q[4, n - 1] = x, y
+        res = run(p, q, variant)
+        assert np.isnan(res[4, 0]), what
+        assert (res[[0, 1, 2, 3, 5], 0] == 0).all(), what  # KL(p || p) is exactly 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_domain_edges_are_inside(dtype):
+    info = np.finfo(dtype)
+    # the smallest normal and the largest finite number, as p and as q
+    p = np.array([[info.tiny, 1.0], [1.0, info.tiny], [0.0, 1.0], [1.0, 1.0]], dtype)
+    q = np.array([[1.0, info.tiny], [1.0, info.max], [info.max, 1.0], [info.max, 1.0]], dtype)
+    res = run(p, q)
+    assert np.isfinite(res[:, 0]).all()
+    assert_close_to_reference(p, q, res, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_term_over_the_float_range_is_not_finite_or_right(dtype):
+    # p*log(p/q) = 3.4e38 * 88.7 overflows float32 arithmetic (the caller redoes such rows
+    # in float64); float64 arithmetic has the room
+    info = np.finfo(dtype)
+    p = np.array([[info.max, 1.0]], dtype)
+    q = np.array([[1.0, info.max]], dtype)
+    res = run(p, q)
+    if dtype == "float32":
+        assert not np.isfinite(res[0, 0])
+    else:
+        assert res[0, 0] == np.inf  # the true value, 6.3e310, is over float64's range too
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(DTYPES),
+    exponents=st.lists(
+        st.tuples(st.floats(-30, 0), st.floats(-30, 0), st.booleans()), min_size=1, max_size=90
+    ),
+)
+def test_property_any_positive_row_against_mpmath(dtype, exponents):
+    p = np.array([[0.0 if zero else 10.0**a for a, _, zero in exponents]], dtype)
+    q = np.array([[10.0**b for _, b, _ in exponents]], dtype)
+    for variant in VARIANTS:
+        assert_close_to_reference(p, q, run(p, q, variant), dtype)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        (("p2", "q3"), ValueError, "same shape"),
+        (("p1d", "p1d"), ValueError, "same shape"),
+        (("p", "q64"), TypeError, "both be float32 or both float64"),
+        (("i", "i"), TypeError, "both be float32 or both float64"),
+        (("columns", "columns"), ValueError, "contiguous"),
+        (("p", "q", "short out"), ValueError, r"shape \(rows, 3\)"),
+        (("p", "q", "out32"), ValueError, r"float64 array of shape \(rows, 3\)"),
+        (("p", "q", "out", "avx-9000"), ValueError, "not one of variants"),
+    ],
+)
+def test_bad_arguments_are_refused(args, error, message):
+    p = np.full((4, 6), 1 / 6, np.float32)
+    arrays = {
+        "p": p,
+        "q": p.copy(),
+        "q64": p.astype(np.float64),
+        "p2": p,
+        "q3": np.ones((4, 5), np.float32),
+        "p1d": p[0],
+        "i": np.ones((4, 6), np.int32),
+        "columns": np.asfortranarray(np.ones((4, 6), np.float32)),
+        "out": np.empty((4, 3)),
+        "short out": np.empty((3, 3)),
+        "out32": np.empty((4, 3), np.float32),
+    }
+    call = [arrays.get(a, a) for a in args]
+    if len(call) == 2:
+        call.append(np.empty((4, 3)))
+    with pytest.raises(error, match=message):
+        native.kl_rows(*call)
+
+
+def test_a_read_only_out_is_refused():
+    p = np.full((2, 3), 1 / 3)
+    out = np.empty((2, 3))
+    out.flags.writeable = False
+    with pytest.raises((BufferError, ValueError)):
+        native.kl_rows(p, p, out)
+
+
+def test_inputs_are_not_modified():
+    rng = np.random.default_rng(5)
+    p, q = rows_of(rng, "zeros in p", 30, 40, "float32")
+    before = p.copy(), q.copy()
+    run(p, q)
+    np.testing.assert_array_equal(p, before[0])
+    np.testing.assert_array_equal(q, before[1])
+
+
+def test_zero_rows_and_zero_length_rows():
+    assert run(np.empty((0, 5)), np.empty((0, 5))).shape == (0, 3)
+    np.testing.assert_array_equal(run(np.empty((2, 0)), np.empty((2, 0))), np.zeros((2, 3)))
