@@ -11,7 +11,12 @@ from pathlib import Path
 from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
-SOURCES = ["kldiv/_native.c", "kldiv/_native_variant.h", "kldiv/_native_row.h"]
+SOURCES = [
+    "kldiv/_native.c",
+    "kldiv/_native_variant.h",
+    "kldiv/_native_row.h",
+    "kldiv/_native_logits.h",
+]
 
 
 def source_digest() -> str:

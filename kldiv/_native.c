@@ -1,8 +1,8 @@
 /* kldiv._native: compiled row kernels for the NumPy path (kldiv/_numpy_backend.py).
  *
  * NumPy can fuse none of a KL term's dozen operations, so the pure NumPy path walks each tile
- * of memory some eight times; this module makes one pass per row, with the terms in the CPU's
- * vector lanes and the row sums that validation needs on the way. It is built when a C
+ * of memory some eight times; this module makes one pass per row (three for logits), with the
+ * terms in the CPU's vector lanes and the row sums that validation needs on the way. It is built when a C
  * compiler is present (setup.py marks it optional); without it the NumPy path runs alone.
  *
  * The math. For p, q > 0 write p/q = 2**e * r with r in [1/sqrt(2), sqrt(2)], taken from the
@@ -20,6 +20,14 @@
  *
  * float32 input: terms in float32 arithmetic (at most a few ulps each, none negative), sums
  * in float64. float64 input: everything in float64.
+ *
+ * kl_logit_rows, for float32 logits (_native_logits.h), takes each row's maxima, then its
+ * exponentials with a vectorised exp (kl_exp_nonpositive_f32), then terms q*phi(p/q) >= 0
+ * from the log-ratio d (kl_logit_term_f32), which cancel nothing near p == q. The relative
+ * error is under 1e-6, plus an absolute floor near 1e-14: the normalisers, sums of float32
+ * exponentials, have a ratio off by e ~ 1e-7, which shifts every d by e and makes the KL
+ * (1 + e)*KL + e**2. Probabilities under 2**-126 of a row's largest are flushed to 0
+ * (subnormal arithmetic would be slow): an absolute error under 1e-37.
  *
  * On x86-64 with GCC 12 or later, each kernel is compiled three times, for x86-64-v4
  * (AVX-512), x86-64-v3 (AVX2, FMA) and the build's baseline, and the best the CPU runs is
@@ -164,6 +172,62 @@ static KL_INLINE double kl_term_f64(double x, double y)
     return (x == 0.0) & q_ok ? y : t;
 }
 
+/* exp(x + x_lo) for x <= 0 in float32, x_lo a rounding error of x (|x_lo| <= ulp(x)/2), flushed
+ * to 0 below -87.3 (a probability under 1e-38 of the row's largest): x = k*ln2 + r,
+ * |r| <= ln2/2, exp(r) by its Taylor polynomial to r**7 (the next term, r**8/8!, is 5.5e-9
+ * at most), times 2**k put into the exponent bits. */
+#define KL_LOG2E_F32 1.44269504f
+#define KL_EXP_MIN_F32 -87.3f
+
+static KL_INLINE float kl_exp_nonpositive_f32(float x, float x_lo)
+{
+    const float shifter = 12582912.0f; /* 1.5 * 2**23: adding it rounds to an integer */
+    const float k = (x * KL_LOG2E_F32 + shifter) - shifter;
+    const float r = ((x - k * KL_LN2_HI_F32) + x_lo) - k * KL_LN2_LO_F32;
+    float poly = 1.0f / 5040.0f;
+    poly = poly * r + 1.0f / 720.0f;
+    poly = poly * r + 1.0f / 120.0f;
+    poly = poly * r + 1.0f / 24.0f;
+    poly = poly * r + 1.0f / 6.0f;
+    poly = poly * r + 0.5f;
+    poly = poly * r + 1.0f;
+    poly = poly * r + 1.0f;
+    const int32_t scale = ((int32_t)k + 127) << 23;
+    const float result = poly * kl_f32_from_bits((uint32_t)(x >= KL_EXP_MIN_F32 ? scale : 0));
+    return x >= KL_EXP_MIN_F32 ? result : 0.0f;
+}
+
+/* x - y as the float nearest it and the exact rounding error (Knuth's TwoSum). */
+static KL_INLINE float kl_diff_f32(float x, float y, float *err)
+{
+    const float s = x - y, y_part = s - x;
+    *err = (x - (s - y_part)) + (-y - y_part);
+    return s;
+}
+
+/* The term of the logits kernel, q*phi(p/q) = p*log(p/q) - p + q >= 0 with p/q = exp(d).
+ * Both forms below compute 1 - (1 - d)*x for some x, which cancels for negative d; they cancel
+ * alike at |d| = 1 (a factor 3.8 on the roundings of p and q), so that is where they meet:
+ * for |d| <= 1, q*d**2*(1 - (1 - d)*P(d)), P(d) = (expm1(d) - d)/d**2 by its Taylor
+ * polynomial (the next term, 1/13!, is 1.6e-10); beyond, p*(d - 1) + q. */
+static KL_INLINE float kl_logit_term_f32(float p, float q, float d)
+{
+    float poly = 1.0f / 479001600.0f; /* 1/12! */
+    poly = poly * d + 1.0f / 39916800.0f;
+    poly = poly * d + 1.0f / 3628800.0f;
+    poly = poly * d + 1.0f / 362880.0f;
+    poly = poly * d + 1.0f / 40320.0f;
+    poly = poly * d + 1.0f / 5040.0f;
+    poly = poly * d + 1.0f / 720.0f;
+    poly = poly * d + 1.0f / 120.0f;
+    poly = poly * d + 1.0f / 24.0f;
+    poly = poly * d + 1.0f / 6.0f;
+    poly = poly * d + 0.5f;
+    const float near = q * (d * d) * (1.0f - (1.0f - d) * poly);
+    const float far = p * (d - 1.0f) + q;
+    return (d <= 1.0f) & (d >= -1.0f) ? near : far;
+}
+
 /* sum + err += x, with err gaining the exact rounding error of sum + x (Knuth's TwoSum, no
  * branch, so it vectorises). */
 static KL_INLINE void kl_two_sum(double *sum, double *err, double x)
@@ -201,10 +265,14 @@ static KL_INLINE void kl_gather(void *dst, const char *src, Py_ssize_t stride, P
 typedef void (*kl_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, Py_ssize_t,
                            Py_ssize_t, double *);
 
+typedef void (*kl_logit_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, Py_ssize_t,
+                                 Py_ssize_t, float *, double *);
+
 typedef struct {
     const char *name;
     kl_rows_fn f32;
     kl_rows_fn f64;
+    kl_logit_rows_fn logits_f32;
     int supported;
 } kl_variant;
 
@@ -229,10 +297,10 @@ typedef struct {
 /* Best first; `supported` is filled in when the module loads. */
 static kl_variant kl_variants[] = {
 #ifdef KL_X86_VARIANTS
-    {"x86-64-v4", kl_rows_f32_x86_64_v4, kl_rows_f64_x86_64_v4, 0},
-    {"x86-64-v3", kl_rows_f32_x86_64_v3, kl_rows_f64_x86_64_v3, 0},
+    {"x86-64-v4", kl_rows_f32_x86_64_v4, kl_rows_f64_x86_64_v4, kl_logit_rows_f32_x86_64_v4, 0},
+    {"x86-64-v3", kl_rows_f32_x86_64_v3, kl_rows_f64_x86_64_v3, kl_logit_rows_f32_x86_64_v3, 0},
 #endif
-    {"baseline", kl_rows_f32_baseline, kl_rows_f64_baseline, 1},
+    {"baseline", kl_rows_f32_baseline, kl_rows_f64_baseline, kl_logit_rows_f32_baseline, 1},
 };
 
 #define KL_N_VARIANTS ((int)(sizeof kl_variants / sizeof kl_variants[0]))
@@ -264,6 +332,69 @@ static char kl_float_kind(const Py_buffer *b)
     return 0;
 }
 
+/* The variant named by name (a str), or the best for None; NULL with an exception set. */
+static const kl_variant *kl_find_variant(PyObject *name)
+{
+    for (int i = 0; i < KL_N_VARIANTS; i++) {
+        if (!kl_variants[i].supported) {
+            continue;
+        }
+        if (name == Py_None || (PyUnicode_Check(name) &&
+                                PyUnicode_CompareWithASCIIString(name, kl_variants[i].name) == 0)) {
+            return &kl_variants[i];
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "variant %R is not one of variants()", name);
+    return NULL;
+}
+
+/* Buffers of two input arrays (read-only, any strides) and an output (writable, C order):
+ * 0, or -1 with an exception set and nothing held. */
+static int kl_get_buffers(PyObject *x, PyObject *y, PyObject *out, Py_buffer buffers[3])
+{
+    if (PyObject_GetBuffer(x, &buffers[0], PyBUF_RECORDS_RO) < 0) {
+        return -1;
+    }
+    if (PyObject_GetBuffer(y, &buffers[1], PyBUF_RECORDS_RO) < 0) {
+        PyBuffer_Release(&buffers[0]);
+        return -1;
+    }
+    if (PyObject_GetBuffer(out, &buffers[2], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) <
+        0) {
+        PyBuffer_Release(&buffers[0]);
+        PyBuffer_Release(&buffers[1]);
+        return -1;
+    }
+    return 0;
+}
+
+static void kl_release_buffers(Py_buffer buffers[3])
+{
+    for (int i = 0; i < 3; i++) {
+        PyBuffer_Release(&buffers[i]);
+    }
+}
+
+/* Two 2-D float buffers of one shape whose rows are contiguous, and their element type. */
+static char kl_check_pair(const Py_buffer *x, const Py_buffer *y, const char *names)
+{
+    const char kind = kl_float_kind(x);
+    if (x->ndim != 2 || y->ndim != 2 || x->shape[0] != y->shape[0] ||
+        x->shape[1] != y->shape[1]) {
+        PyErr_Format(PyExc_ValueError, "%s must be 2-D arrays of the same shape", names);
+        return 0;
+    }
+    if (kind == 0 || kl_float_kind(y) != kind) {
+        PyErr_Format(PyExc_TypeError, "%s must both be float32 or both float64", names);
+        return 0;
+    }
+    if (x->shape[1] > 1 && (x->strides[1] != x->itemsize || y->strides[1] != y->itemsize)) {
+        PyErr_Format(PyExc_ValueError, "the rows of %s must be contiguous", names);
+        return 0;
+    }
+    return kind;
+}
+
 PyDoc_STRVAR(kl_rows_doc,
              "kl_rows(p, q, out, variant=None)\n--\n\n"
              "For each row r of the 2-D float32 or float64 arrays p and q (same shape and\n"
@@ -281,65 +412,85 @@ static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *
                                      &out_obj, &variant_obj)) {
         return NULL;
     }
-    const kl_variant *variant = NULL;
-    for (int i = 0; i < KL_N_VARIANTS; i++) {
-        if (!kl_variants[i].supported) {
-            continue;
-        }
-        if (variant_obj == Py_None) {
-            variant = &kl_variants[i];
-            break;
-        }
-        if (PyUnicode_Check(variant_obj) &&
-            PyUnicode_CompareWithASCIIString(variant_obj, kl_variants[i].name) == 0) {
-            variant = &kl_variants[i];
-            break;
-        }
-    }
+    const kl_variant *variant = kl_find_variant(variant_obj);
     if (variant == NULL) {
-        PyErr_Format(PyExc_ValueError, "variant %R is not one of variants()", variant_obj);
         return NULL;
     }
 
-    Py_buffer p, q, out;
-    if (PyObject_GetBuffer(p_obj, &p, PyBUF_RECORDS_RO) < 0) {
+    Py_buffer buffers[3];
+    if (kl_get_buffers(p_obj, q_obj, out_obj, buffers) < 0) {
         return NULL;
     }
-    if (PyObject_GetBuffer(q_obj, &q, PyBUF_RECORDS_RO) < 0) {
-        PyBuffer_Release(&p);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(out_obj, &out, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) <
-        0) {
-        PyBuffer_Release(&p);
-        PyBuffer_Release(&q);
-        return NULL;
-    }
+    const Py_buffer *p = &buffers[0], *q = &buffers[1], *out = &buffers[2];
     PyObject *result = NULL;
-    const char kind = kl_float_kind(&p);
-    if (p.ndim != 2 || q.ndim != 2 || p.shape[0] != q.shape[0] || p.shape[1] != q.shape[1]) {
-        PyErr_SetString(PyExc_ValueError, "p and q must be 2-D arrays of the same shape");
+    const char kind = kl_check_pair(p, q, "p and q");
+    if (kind == 0) {
+        /* the exception is set */
     }
-    else if (kind == 0 || kl_float_kind(&q) != kind) {
-        PyErr_SetString(PyExc_TypeError, "p and q must both be float32 or both float64");
-    }
-    else if (p.shape[1] > 1 && (p.strides[1] != p.itemsize || q.strides[1] != q.itemsize)) {
-        PyErr_SetString(PyExc_ValueError, "the rows of p and q must be contiguous");
-    }
-    else if (kl_float_kind(&out) != 'd' || out.len != p.shape[0] * 3 * (Py_ssize_t)sizeof(double)) {
+    else if (kl_float_kind(out) != 'd' || out->len != p->shape[0] * 3 * (Py_ssize_t)sizeof(double)) {
         PyErr_SetString(PyExc_ValueError, "out must be a float64 array of shape (rows, 3)");
     }
     else {
         const kl_rows_fn run = kind == 'f' ? variant->f32 : variant->f64;
         Py_BEGIN_ALLOW_THREADS
-        run(p.buf, p.strides[0], q.buf, q.strides[0], p.shape[0], p.shape[1], out.buf);
+        run(p->buf, p->strides[0], q->buf, q->strides[0], p->shape[0], p->shape[1], out->buf);
         Py_END_ALLOW_THREADS
         result = Py_None;
         Py_INCREF(result);
     }
-    PyBuffer_Release(&p);
-    PyBuffer_Release(&q);
-    PyBuffer_Release(&out);
+    kl_release_buffers(buffers);
+    return result;
+}
+
+PyDoc_STRVAR(kl_logit_rows_doc,
+             "kl_logit_rows(a, b, out, variant=None)\n--\n\n"
+             "For each row r of the 2-D float32 arrays a and b (same shape, each row\n"
+             "contiguous, any row stride), write out[r] = KL(softmax(a[r]) || softmax(b[r]))\n"
+             "into the C-contiguous float64 array out of shape (rows,): NaN for a row holding\n"
+             "a logit that is not finite. variant as for kl_rows. Releases the GIL.");
+
+static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"a", "b", "out", "variant", NULL};
+    PyObject *a_obj, *b_obj, *out_obj, *variant_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|O:kl_logit_rows", keywords, &a_obj,
+                                     &b_obj, &out_obj, &variant_obj)) {
+        return NULL;
+    }
+    const kl_variant *variant = kl_find_variant(variant_obj);
+    if (variant == NULL) {
+        return NULL;
+    }
+    Py_buffer buffers[3];
+    if (kl_get_buffers(a_obj, b_obj, out_obj, buffers) < 0) {
+        return NULL;
+    }
+    const Py_buffer *a = &buffers[0], *b = &buffers[1], *out = &buffers[2];
+    PyObject *result = NULL;
+    const char kind = kl_check_pair(a, b, "a and b");
+    float *scratch = NULL;
+    if (kind == 0) {
+        /* the exception is set */
+    }
+    else if (kind != 'f') {
+        PyErr_SetString(PyExc_TypeError, "a and b must be float32");
+    }
+    else if (kl_float_kind(out) != 'd' || out->len != a->shape[0] * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "out must be a float64 array of shape (rows,)");
+    }
+    else if ((scratch = PyMem_RawMalloc(2 * (size_t)a->shape[1] * sizeof(float) + 1)) == NULL) {
+        PyErr_NoMemory();
+    }
+    else {
+        Py_BEGIN_ALLOW_THREADS
+        variant->logits_f32(a->buf, a->strides[0], b->buf, b->strides[0], a->shape[0],
+                            a->shape[1], scratch, out->buf);
+        Py_END_ALLOW_THREADS
+        result = Py_None;
+        Py_INCREF(result);
+    }
+    PyMem_RawFree(scratch);
+    kl_release_buffers(buffers);
     return result;
 }
 
@@ -372,6 +523,8 @@ static PyObject *variants(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(args)
 
 static PyMethodDef kl_methods[] = {
     {"kl_rows", (PyCFunction)(void (*)(void))kl_rows, METH_VARARGS | METH_KEYWORDS, kl_rows_doc},
+    {"kl_logit_rows", (PyCFunction)(void (*)(void))kl_logit_rows, METH_VARARGS | METH_KEYWORDS,
+     kl_logit_rows_doc},
     {"variants", variants, METH_NOARGS, variants_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -1,6 +1,7 @@
 /* Included by _native.c once per instruction-set variant, with KL_VARIANT (a name suffix) and
  * KL_ATTR (a target attribute, or nothing) defined: instantiates the row kernels of
- * _native_row.h for float32 and float64, and undefines both. */
+ * _native_row.h for float32 and float64 and the logits kernel of _native_logits.h, and
+ * undefines both. */
 
 #define KL_T float
 #define KL_EXACT_DIFFS 1
@@ -25,6 +26,8 @@
 #undef KL_DOMAIN
 #undef KL_TERM
 #undef KL_FN
+
+#include "_native_logits.h"
 
 #undef KL_VARIANT
 #undef KL_ATTR

@@ -650,7 +650,8 @@ def _logit_terms_rows(log_p: Array, log_q: Array, q: Array, work: Array) -> Arra
 def kl_div_logits(
     a: Array, b: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
 ) -> Array:
-    """As :func:`kldiv._agnostic.kl_div_logits`, fused for rows of at most :data:`TILE`."""
+    """As :func:`kldiv._agnostic.kl_div_logits`, fused for rows of at most :data:`TILE`:
+    compiled for float32 (:mod:`kldiv._native`) where it is built, else in NumPy tiles."""
     shape = v.broadcast_shape(("a", "b"), [tuple(a.shape), tuple(b.shape)])
     views = _all_as_rows((a, b), shape, axes)
     n = math.prod(shape[i] for i in axes)
@@ -666,8 +667,21 @@ def kl_div_logits(
     if views is None or not 0 < n <= TILE:
         return generic()
     a_rows, b_rows = views
-    rows = a_rows.shape[0]
-    out = np.empty(rows, dtype=np.result_type(a, b))
+    out = np.empty(a_rows.shape[0], dtype=np.result_type(a, b))
+    compiled = _native is not None and a.dtype == b.dtype == np.float32
+    if compiled and all(_rows_contiguous(x) for x in views):
+        flagged = _native_logit_rows(a_rows, b_rows, out)
+    else:
+        flagged = _logit_rows(a_rows, b_rows, out)
+    if flagged and validate:
+        generic()  # its checks name the problem
+    return out.reshape(_kept_shape(shape, axes, keepdims))
+
+
+def _logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
+    """Write ``out[r] = KL(softmax(a_rows[r]) || softmax(b_rows[r]))`` in NumPy tiles; True
+    when a row holds NaN or ``+inf``, or no finite logit."""
+    rows, n = a_rows.shape
     tile_rows, _ = _tile_shape(n)
 
     def job(start: int, stop: int) -> bool:
@@ -692,9 +706,36 @@ def kl_div_logits(
                 out[r] = np.where(sums < 0, 0.0, sums)
         return flagged
 
-    if any(_run(job, rows, n)) and validate:
-        generic()  # its checks name the problem
-    return out.reshape(_kept_shape(shape, axes, keepdims))
+    return any(_run(job, rows, n))
+
+
+def _native_logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
+    """As :func:`_logit_rows`, by the compiled kernel for float32 rows. Rows it leaves NaN
+    hold a logit that is not finite (``-inf`` for a class of probability 0 among them):
+    :func:`_logit_rows` redoes those, with every convention and check."""
+    assert _native is not None
+    rows, n = a_rows.shape
+
+    def job(start: int, stop: int) -> list[Array]:
+        res = np.empty(min(NATIVE_ROWS, stop - start))
+        redo = []
+        for r in _blocks(start, stop, NATIVE_ROWS):
+            part = res[: r.stop - r.start]
+            _native.kl_logit_rows(a_rows[r], b_rows[r], part)
+            lost = ~np.isfinite(part)
+            if lost.any():
+                redo.append(np.flatnonzero(lost) + r.start)
+            out[r] = part
+        return redo
+
+    redo = [found for parts in _run(job, rows, n) for found in parts]
+    if not redo:
+        return False
+    again = np.concatenate(redo)
+    fixed = np.empty(again.size, dtype=out.dtype)
+    flagged = _logit_rows(a_rows[again], b_rows[again], fixed)
+    out[again] = fixed
+    return flagged
 
 
 def softmax_kl_loss(

@@ -20,7 +20,12 @@ from hypothesis import strategies as st
 from kldiv import _numpy_backend as nb
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ["kldiv/_native.c", "kldiv/_native_variant.h", "kldiv/_native_row.h"]
+SOURCES = [
+    "kldiv/_native.c",
+    "kldiv/_native_variant.h",
+    "kldiv/_native_row.h",
+    "kldiv/_native_logits.h",
+]
 
 if os.environ.get("KLDIV_REQUIRE_NATIVE") == "1":
     # CI sets this: there the module must have been built, not silently skipped
@@ -265,3 +270,122 @@ def test_inputs_are_not_modified():
 def test_zero_rows_and_zero_length_rows():
     assert run(np.empty((0, 5)), np.empty((0, 5))).shape == (0, 3)
     np.testing.assert_array_equal(run(np.empty((2, 0)), np.empty((2, 0))), np.zeros((2, 3)))
+
+
+# --- the logits kernel ------------------------------------------------------------------------
+
+# KL of two softmaxes, float32 logits: the terms are >= 0, so the error is relative to the KL,
+# plus an absolute floor. The normalisers are sums of float32 exponentials: their ratio is
+# off by e ~ 1e-7, which shifts every log-ratio by e and gives (1 + e)*KL + e**2. Probabilities
+# under 2**-126 are flushed to 0 (1e-37 at most).
+LOGITS_LIMIT = 1e-6
+LOGITS_FLOOR = 1e-13
+
+
+def logits_reference(a_row, b_row):
+    """KL(softmax(a) || softmax(b)) in 50-digit mpmath on the exact float values."""
+    with mpmath.workdps(50):
+        a = [mpmath.mpf(x) for x in a_row.tolist()]
+        b = [mpmath.mpf(x) for x in b_row.tolist()]
+        log_za = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in a))
+        log_zb = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in b))
+        return mpmath.fsum(
+            mpmath.exp(x - log_za) * ((x - log_za) - (y - log_zb))
+            for x, y in zip(a, b, strict=True)
+        )
+
+
+def run_logits(a, b, variant=None):
+    out = np.full(a.shape[0], -1.0)
+    native.kl_logit_rows(a, b, out, variant)
+    return out
+
+
+def assert_logits_close(a, b, out):
+    for row, (a_row, b_row) in enumerate(zip(a, b, strict=True)):
+        kl = logits_reference(a_row, b_row)
+        diff = abs(mpmath.mpf(float(out[row])) - kl)
+        assert diff <= LOGITS_LIMIT * kl + LOGITS_FLOOR, (row, float(kl), out[row], float(diff))
+
+
+def logits_of(rng, kind, rows, n):
+    a = 3 * rng.standard_normal((rows, n))
+    if kind == "random":
+        b = 3 * rng.standard_normal((rows, n))
+    elif kind == "near":  # the same softmax but for 1e-3 noise, shifted by a constant
+        b = a + 5 + 1e-3 * rng.standard_normal((rows, n))
+    elif kind == "wide":  # gaps of hundreds: exponentials underflow to 0
+        a, b = 100 * rng.standard_normal((2, rows, n))
+    elif kind == "log ratio near 1":  # both forms of the term, and where they meet
+        b = a + rng.uniform(-1.5, 1.5, (rows, n))
+    elif kind == "large logits":
+        a = 1e4 + a
+        b = -1e4 + 3 * rng.standard_normal((rows, n))
+    else:
+        raise AssertionError(kind)
+    return a.astype(np.float32), b.astype(np.float32)
+
+
+LOGIT_KINDS = ["random", "near", "wide", "log ratio near 1", "large logits"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("kind", LOGIT_KINDS)
+@pytest.mark.parametrize("n", [1, 2, 3, 17, 1000])
+def test_logits_every_variant_against_mpmath(variant, kind, n):
+    rng = np.random.default_rng([len(kind), n])
+    a, b = logits_of(rng, kind, 2 if n > 100 else 20, n)
+    out = run_logits(a, b, variant)
+    assert np.isfinite(out).all()
+    assert (out >= 0).all()
+    assert_logits_close(a, b, out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(-200, 200, width=32), st.floats(-200, 200, width=32)),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_logits_property_any_finite_row_against_mpmath(pairs):
+    a = np.array([[x for x, _ in pairs]], np.float32)
+    b = np.array([[y for _, y in pairs]], np.float32)
+    for variant in VARIANTS:
+        assert_logits_close(a, b, run_logits(a, b, variant))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_logit_that_is_not_finite_makes_only_its_row_nan(variant):
+    for bad in (-np.inf, np.inf, np.nan):
+        for side in (0, 1):
+            a = np.zeros((5, 6), np.float32)
+            b = np.zeros((5, 6), np.float32)
+            (a, b)[side][3, 5] = bad
+            out = run_logits(a, b, variant)
+            assert np.isnan(out[3]), (bad, side)
+            assert (out[[0, 1, 2, 4]] == 0).all()
+
+
+def test_logit_rows_strides():
+    rng = np.random.default_rng(6)
+    a, b = logits_of(rng, "random", 40, 30)
+    dense = run_logits(a, b)
+    b_row = np.broadcast_to(b[:1], b.shape)
+    np.testing.assert_array_equal(run_logits(a, b_row), run_logits(a, np.ascontiguousarray(b_row)))
+    np.testing.assert_array_equal(run_logits(a[::4], b[::4]), dense[::4])
+
+
+@pytest.mark.parametrize(
+    ("a", "out", "error", "message"),
+    [
+        (np.zeros((3, 4)), np.empty(3), TypeError, "must be float32"),
+        (np.zeros((3, 4), np.float32), np.empty(2), ValueError, r"shape \(rows,\)"),
+        (np.zeros((3, 4), np.float32), np.empty(3, np.float32), ValueError, "float64 array"),
+        (np.zeros((4, 3), np.float32).T, np.empty(3), ValueError, "contiguous"),
+    ],
+)
+def test_logits_bad_arguments_are_refused(a, out, error, message):
+    with pytest.raises(error, match=message):
+        native.kl_logit_rows(a, a, out)
