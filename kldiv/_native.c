@@ -23,11 +23,12 @@
  *
  * kl_logit_rows, for float32 logits (_native_logits.h), takes each row's maxima, then its
  * exponentials with a vectorised exp (kl_exp_nonpositive_f32), then terms q*phi(p/q) >= 0
- * from the log-ratio d (kl_logit_term_f32), which cancel nothing near p == q. The relative
- * error is under 1e-6, plus an absolute floor near 1e-14: the normalisers, sums of float32
- * exponentials, have a ratio off by e ~ 1e-7, which shifts every d by e and makes the KL
- * (1 + e)*KL + e**2. Probabilities under 2**-126 of a row's largest are flushed to 0
- * (subnormal arithmetic would be slow): an absolute error under 1e-37.
+ * from the log-ratio d (kl_logit_term_f32), which cancel nothing near p == q. d is the
+ * difference of the shifted logits, exact, less the log of the normalisers' ratio, which is
+ * taken from the sum of the exponentials' differences (kl_exp_diff_f32) rather than from two
+ * rounded sums: an error e in it would shift every d by e and make the KL (1 + e)*KL + e**2,
+ * a floor of 1e-14 for near-identical rows. Probabilities under 2**-126 of a row's largest
+ * are flushed to 0 (subnormal arithmetic would be slow): an absolute error under 1e-37.
  *
  * On x86-64 with GCC 12 or later, each kernel is compiled three times, for x86-64-v4
  * (AVX-512), x86-64-v3 (AVX2, FMA) and the build's baseline, and the best the CPU runs is
@@ -203,6 +204,24 @@ static KL_INLINE float kl_diff_f32(float x, float y, float *err)
     const float s = x - y, y_part = s - x;
     *err = (x - (s - y_part)) + (-y - y_part);
     return s;
+}
+
+/* exp_b*expm1(delta) = exp_a - exp_b, with exp_a = exp_b*exp(delta) rounded apart: near
+ * delta == 0 by the Taylor polynomial of expm1 (the next term, delta**10/10!, is 2.7e-10 of
+ * delta), which keeps the digits the subtraction would lose; else as the subtraction. */
+static KL_INLINE float kl_exp_diff_f32(float exp_a, float exp_b, float delta)
+{
+    float poly = 1.0f / 362880.0f;
+    poly = poly * delta + 1.0f / 40320.0f;
+    poly = poly * delta + 1.0f / 5040.0f;
+    poly = poly * delta + 1.0f / 720.0f;
+    poly = poly * delta + 1.0f / 120.0f;
+    poly = poly * delta + 1.0f / 24.0f;
+    poly = poly * delta + 1.0f / 6.0f;
+    poly = poly * delta + 0.5f;
+    poly = poly * delta + 1.0f;
+    const float near = exp_b * (delta * poly);
+    return (delta <= 0.5f) & (delta >= -0.5f) ? near : exp_a - exp_b;
 }
 
 /* The term of the logits kernel, q*phi(p/q) = p*log(p/q) - p + q >= 0 with p/q = exp(d).
@@ -478,7 +497,7 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
     else if (kl_float_kind(out) != 'd' || out->len != a->shape[0] * (Py_ssize_t)sizeof(double)) {
         PyErr_SetString(PyExc_ValueError, "out must be a float64 array of shape (rows,)");
     }
-    else if ((scratch = PyMem_RawMalloc(2 * (size_t)a->shape[1] * sizeof(float) + 1)) == NULL) {
+    else if ((scratch = PyMem_RawMalloc(3 * (size_t)a->shape[1] * sizeof(float) + 1)) == NULL) {
         PyErr_NoMemory();
     }
     else {

@@ -3,10 +3,11 @@
  *
  * KL(softmax(a[r]) || softmax(b[r])) of float32 rows of n logits into res[r], NaN for a row
  * holding a logit that is not finite (-inf, a masked class, included: the caller redoes
- * such rows). scratch holds 2n floats. Three passes over each row: the maxima; the shifted
- * exponentials, kept in scratch, and their sums in float64; then the terms
- * q*phi(p/q) >= 0 (kl_logit_term_f32), summed in float64. Their log-ratio d = (a - b) - c
- * is taken with a - b exact (a pair of floats), so near-identical rows keep their digits. */
+ * such rows). scratch holds 3n floats. Three passes over each row: the maxima; the shifted
+ * exponentials and their difference's exponent, kept in scratch, and the normalisers in
+ * float64; then the terms q*phi(p/q) >= 0 (kl_logit_term_f32), summed in float64. Their
+ * log-ratio d keeps its digits near-identical rows: it is (a - max a) - (b - max b), exact,
+ * less log(sum_a/sum_b), taken as log1p(sum(exp_b*expm1(delta))/sum_b). */
 
 KL_ATTR static void KL_NAME(kl_logit_rows, f32, KL_VARIANT)(const char *a, Py_ssize_t a_stride,
                                                            const char *b, Py_ssize_t b_stride,
@@ -14,6 +15,7 @@ KL_ATTR static void KL_NAME(kl_logit_rows, f32, KL_VARIANT)(const char *a, Py_ss
                                                            float *scratch, double *res)
 {
     float *restrict exp_a = scratch, *restrict exp_b = scratch + n;
+    float *restrict delta = scratch + 2 * n;
     for (Py_ssize_t r = 0; r < rows; r++) {
         const float *restrict ar = (const float *)(a + r * a_stride);
         const float *restrict br = (const float *)(b + r * b_stride);
@@ -29,29 +31,30 @@ KL_ATTR static void KL_NAME(kl_logit_rows, f32, KL_VARIANT)(const char *a, Py_ss
             res[r] = (double)NAN;
             continue;
         }
-        double sum_a = 0.0, sum_b = 0.0;
-#pragma omp simd reduction(+ : sum_a, sum_b)
+        /* exp_a = exp(a - max a), exp_b likewise; delta = (a - max a) - (b - max b), exact
+         * but for a rounding relative to itself; and sum(exp_b) with
+         * sum(exp_a - exp_b) = sum(exp_b * expm1(delta)), which near-identical rows must not
+         * take as a difference of two rounded sums */
+        double sum_b = 0.0, sum_diff = 0.0;
+#pragma omp simd reduction(+ : sum_b, sum_diff)
         for (Py_ssize_t i = 0; i < n; i++) {
-            /* the shifted logits' roundings, a few ulps of the largest, would become
-             * relative errors of p and q: they are kept and passed on */
             float lo_a, lo_b;
             const float hi_a = kl_diff_f32(ar[i], peak_a, &lo_a);
             const float hi_b = kl_diff_f32(br[i], peak_b, &lo_b);
             exp_a[i] = kl_exp_nonpositive_f32(hi_a, lo_a);
             exp_b[i] = kl_exp_nonpositive_f32(hi_b, lo_b);
-            sum_a += (double)exp_a[i];
+            const float dl = (hi_a - hi_b) + (lo_a - lo_b);
+            delta[i] = dl;
             sum_b += (double)exp_b[i];
+            sum_diff += (double)kl_exp_diff_f32(exp_a[i], exp_b[i], dl);
         }
-        /* log p - log q = (a - b) - shift, with a - b as an exact float pair (TwoSum) and
-         * shift split in two floats, so that d keeps its digits near a == b + const */
-        const double shift = ((double)peak_a + log(sum_a)) - ((double)peak_b + log(sum_b));
+        /* log p - log q = delta - log(sum_a/sum_b) */
+        const double shift = log1p(sum_diff / sum_b);
         const float shift_hi = (float)shift, shift_lo = (float)(shift - (double)shift_hi);
-        const float scale_a = (float)(1.0 / sum_a), scale_b = (float)(1.0 / sum_b);
+        const float scale_a = (float)(1.0 / (sum_b + sum_diff)), scale_b = (float)(1.0 / sum_b);
 #pragma omp simd
         for (Py_ssize_t i = 0; i < n; i++) {
-            float err;
-            const float diff = kl_diff_f32(ar[i], br[i], &err);
-            const float d = ((diff - shift_hi) + err) - shift_lo;
+            const float d = (delta[i] - shift_hi) - shift_lo;
             exp_a[i] = kl_logit_term_f32(exp_a[i] * scale_a, exp_b[i] * scale_b, d);
         }
         double total = 0.0;

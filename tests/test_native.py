@@ -274,12 +274,11 @@ def test_zero_rows_and_zero_length_rows():
 
 # --- the logits kernel ------------------------------------------------------------------------
 
-# KL of two softmaxes, float32 logits: the terms are >= 0, so the error is relative to the KL,
-# plus an absolute floor. The normalisers are sums of float32 exponentials: their ratio is
-# off by e ~ 1e-7, which shifts every log-ratio by e and gives (1 + e)*KL + e**2. Probabilities
-# under 2**-126 are flushed to 0 (1e-37 at most).
+# KL of two softmaxes, float32 logits: the terms are >= 0, so the error is relative to the
+# KL; and absolute, under 1e-37, for the probabilities under 2**-126 that the kernel flushes
+# to 0 (a KL that small is a float32 subnormal or 0 itself)
 LOGITS_LIMIT = 1e-6
-LOGITS_FLOOR = 1e-13
+LOGITS_FLOOR = 1e-37
 
 
 def logits_reference(a_row, b_row):
@@ -354,6 +353,17 @@ def test_logits_property_any_finite_row_against_mpmath(pairs):
     b = np.array([[y for _, y in pairs]], np.float32)
     for variant in VARIANTS:
         assert_logits_close(a, b, run_logits(a, b, variant))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("gap", [8.9e-14, 1e-9, 1e-6])
+def test_logits_of_near_identical_rows_keep_their_digits(variant, gap):
+    # KL ~ gap**2/8: a ratio of the two normalisers off by a float32 rounding would add its
+    # square, 1e-14, and swamp every one of these
+    a = np.array([[0.0, 0.0], [1.0, -2.0], [3.0, 3.0 + gap]], np.float32)
+    b = a.copy()
+    b[:, 1] += np.float32(gap)
+    assert_logits_close(a, b, run_logits(a, b, variant))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
