@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
+import sysconfig
 from pathlib import Path
 
 import mpmath
@@ -46,6 +49,19 @@ def test_the_build_is_of_these_sources():
     assert digest.hexdigest() == native.SOURCE_SHA256, (
         "kldiv._native is stale: rebuild it with `pip install -e .`"
     )
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_the_sources_compile_without_a_warning(tmp_path):
+    # setup.py's flags, strict C11, and every warning an error
+    command = [
+        "gcc", "-std=c11", "-O3", "-fopenmp-simd", "-fno-trapping-math",
+        "-Wall", "-Wextra", "-Wpedantic", "-Wshadow", "-Werror",
+        "-fPIC", "-I", sysconfig.get_paths()["include"],
+        "-c", str(ROOT / "kldiv/_native.c"), "-o", str(tmp_path / "native.o"),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 def test_the_baseline_variant_is_always_there():
