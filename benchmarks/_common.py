@@ -17,6 +17,7 @@ import scipy
 import torch
 
 import kldiv
+from kldiv import _numpy_backend
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
@@ -94,6 +95,27 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def numpy_only(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` run with kldiv's compiled kernels (``kldiv._native``) switched off: kldiv's pure
+    NumPy path, which is what runs where the kernels were not built."""
+
+    def call(*args: Any) -> Any:
+        saved = _numpy_backend._native
+        _numpy_backend._native = None
+        try:
+            return fn(*args)
+        finally:
+            _numpy_backend._native = saved
+
+    return call
+
+
+def native_variants() -> tuple[str, ...] | str:
+    """The compiled variants this CPU runs, best (the one used) first, or why there are none."""
+    native = _numpy_backend._native
+    return "not built: kldiv runs in pure NumPy" if native is None else native.variants()
+
+
 def machine() -> dict[str, Any]:
     """CPU, library versions and SIMD/BLAS facts that timings and roundings depend on."""
     config = np.show_config(mode="dicts")
@@ -119,6 +141,7 @@ def machine() -> dict[str, Any]:
         "kldiv": kldiv.__version__,
         # Which checkout was measured: the working tree, or another one on PYTHONPATH.
         "kldiv_path": str(Path(kldiv.__file__).resolve().parent),
+        "kldiv_native_variants": native_variants(),
         "torch_threads": torch.get_num_threads(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "numpy_simd_baseline": simd.get("baseline"),

@@ -29,9 +29,11 @@ term multiplied by the (exact, integer) count, which changes nothing for the ran
 distinct pairs, each used ten times at shuffled positions, so the reference needs 1e5
 logarithms instead of 1e6, while every side still sums 1e6 terms.
 
-Sides: ``kldiv.kl_div(p, q)`` (defaults); naive NumPy ``np.sum(p * np.log(p / q), -1)`` in the
-input dtype, and the same after casting the inputs to float64; ``scipy.special.rel_entr(p,
-q).sum(-1)``; ``scipy.stats.entropy(p, q, axis=-1)`` (which renormalises its arguments);
+Sides: ``kldiv.kl_div(p, q)`` (defaults; the compiled kernels where built); ``kldiv_numpy``,
+the same with the compiled kernels switched off (kldiv's pure NumPy path); naive NumPy
+``np.sum(p * np.log(p / q), -1)`` in the input dtype, and the same after casting the inputs to
+float64; ``scipy.special.rel_entr(p, q).sum(-1)``; ``scipy.stats.entropy(p, q, axis=-1)``
+(which renormalises its arguments);
 PyTorch ``F.kl_div(q.log(), p, reduction="none").sum(-1)``.
 
 Reading the output
@@ -69,7 +71,15 @@ import scipy.special
 import scipy.stats
 import torch
 import torch.nn.functional as F
-from _common import Target, machine, machine_lines, markdown_table, targets_table, write_outputs
+from _common import (
+    Target,
+    machine,
+    machine_lines,
+    markdown_table,
+    numpy_only,
+    targets_table,
+    write_outputs,
+)
 
 import kldiv
 
@@ -277,6 +287,7 @@ def torch_kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 SIDES: dict[str, Callable[[np.ndarray, np.ndarray], Any]] = {
     "kldiv": lambda p, q: kldiv.kl_div(p, q),
+    "kldiv_numpy": numpy_only(lambda p, q: kldiv.kl_div(p, q)),
     "numpy_naive": naive,
     "numpy_naive_f64": lambda p, q: naive(p.astype(np.float64), q.astype(np.float64)),
     "scipy_rel_entr": lambda p, q: scipy.special.rel_entr(p, q).sum(-1),

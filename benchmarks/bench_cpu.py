@@ -18,7 +18,9 @@ each side runs at every position of the round, and a burst of noise on this shar
 hits all sides alike rather than one. The garbage collector is off while timing, as in
 ``timeit``. A sample is one call; the report gives the median of ``--repeat`` samples.
 
-Sides, probabilities: ``kldiv.kl_div(p, q)`` (defaults, validation on); naive NumPy
+Sides, probabilities: ``kldiv.kl_div(p, q)`` (defaults, validation on), by the compiled
+kernels where they are built; ``kldiv_numpy``, the same with them switched off (kldiv's pure
+NumPy path, what runs where no compiler was present at install); naive NumPy
 ``np.sum(p * np.log(p / q), axis=-1)``; ``scipy.special.rel_entr(p, q).sum(-1)``;
 ``scipy.stats.entropy(p, q, axis=-1)`` (which also renormalises both arguments);
 PyTorch ``F.kl_div(q.log(), p, reduction="none").sum(-1)`` on ``torch.from_numpy`` views made
@@ -81,7 +83,15 @@ import scipy.special
 import scipy.stats
 import torch
 import torch.nn.functional as F
-from _common import Target, machine, machine_lines, markdown_table, targets_table, write_outputs
+from _common import (
+    Target,
+    machine,
+    machine_lines,
+    markdown_table,
+    numpy_only,
+    targets_table,
+    write_outputs,
+)
 
 import kldiv
 
@@ -167,6 +177,7 @@ def probability_sides(p: np.ndarray, q: np.ndarray) -> dict[str, Side]:
     buf = np.empty_like(p)
     return {
         "kldiv": lambda: kldiv.kl_div(p, q),
+        "kldiv_numpy": numpy_only(lambda: kldiv.kl_div(p, q)),
         "numpy_naive": lambda: np.sum(p * np.log(p / q), axis=-1),
         "scipy_rel_entr": lambda: scipy.special.rel_entr(p, q).sum(-1),
         "scipy_entropy": lambda: scipy.stats.entropy(p, q, axis=-1),
