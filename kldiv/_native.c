@@ -107,10 +107,8 @@ static KL_INLINE int kl_domain_f64(double x, double y)
 /* t = p*log(p/q) - (p - q) >= 0, by the scheme at the top of the file. */
 static KL_INLINE float kl_term_f32(float x, float y)
 {
-    const int q_ok = (y >= FLT_MIN) & (y <= FLT_MAX);
-    const int fast = (x >= FLT_MIN) & (x <= FLT_MAX) & q_ok;
-    const float xs = fast ? x : 1.0f, ys = fast ? y : 1.0f;
-    const uint32_t bx = kl_f32_bits(xs), by = kl_f32_bits(ys);
+    /* Outside the domain the bits below are garbage, but the term is NaN in the end. */
+    const uint32_t bx = kl_f32_bits(x), by = kl_f32_bits(y);
     const uint32_t mantissa = 0x007FFFFFu, one = 0x3F800000u;
     float e = (float)((int32_t)(bx >> 23) - (int32_t)(by >> 23));
     float mx = kl_f32_from_bits((bx & mantissa) | one);
@@ -118,7 +116,8 @@ static KL_INLINE float kl_term_f32(float x, float y)
     const int up = mx > KL_SQRT2_F32 * my, down = my > KL_SQRT2_F32 * mx;
     my = up ? 2.0f * my : my;
     mx = down ? 2.0f * mx : mx;
-    e = e + (up ? 1.0f : 0.0f) - (down ? 1.0f : 0.0f);
+    e = up ? e + 1.0f : e;
+    e = down ? e - 1.0f : e;
     const float s = (mx - my) / (mx + my);
     const float z = s * s;
     /* atanh(s) - s = s*z*(1/3 + z/5 + ...): the next term, z**5/13 <= 2e-9, is below float32 */
@@ -129,29 +128,28 @@ static KL_INLINE float kl_term_f32(float x, float y)
     poly = poly * z + 1.0f / 3.0f;
     const float a = s * z * poly;
     const float log_ratio = e * KL_LN2_HI_F32 + (2.0f * s + (2.0f * a + e * KL_LN2_LO_F32));
-    const float near = (xs + ys) * (z + (1.0f + s) * a);
-    const float far = xs * log_ratio - (xs - ys);
-    const float t = e == 0.0f ? near : far;
-    return (x == 0.0f) & q_ok ? y : t;
+    const float near = (x + y) * (z + (1.0f + s) * a);
+    const float far = x * log_ratio - (x - y);
+    float t = e == 0.0f ? near : far;
+    t = x == 0.0f ? y : t;
+    return kl_domain_f32(x, y) ? t : NAN;
 }
 
 static KL_INLINE double kl_term_f64(double x, double y)
 {
-    const int q_ok = (y >= DBL_MIN) & (y <= DBL_MAX);
-    const int fast = (x >= DBL_MIN) & (x <= DBL_MAX) & q_ok;
-    const double xs = fast ? x : 1.0, ys = fast ? y : 1.0;
-    const uint64_t bx = kl_f64_bits(xs), by = kl_f64_bits(ys);
+    /* Outside the domain the bits below are garbage, but the term is NaN in the end. */
+    const uint64_t bx = kl_f64_bits(x), by = kl_f64_bits(y);
     const uint64_t mantissa = 0x000FFFFFFFFFFFFFull, one = 0x3FF0000000000000ull;
     /* the biased exponents as doubles, without a 64-bit integer conversion: 2**52 + k - 2**52 */
     const uint64_t magic = 0x4330000000000000ull;
-    double e = (kl_f64_from_bits(magic | (bx >> 52)) - kl_f64_from_bits(magic)) -
-               (kl_f64_from_bits(magic | (by >> 52)) - kl_f64_from_bits(magic));
+    double e = kl_f64_from_bits(magic | (bx >> 52)) - kl_f64_from_bits(magic | (by >> 52));
     double mx = kl_f64_from_bits((bx & mantissa) | one);
     double my = kl_f64_from_bits((by & mantissa) | one);
     const int up = mx > KL_SQRT2_F64 * my, down = my > KL_SQRT2_F64 * mx;
     my = up ? 2.0 * my : my;
     mx = down ? 2.0 * mx : mx;
-    e = e + (up ? 1.0 : 0.0) - (down ? 1.0 : 0.0);
+    e = up ? e + 1.0 : e;
+    e = down ? e - 1.0 : e;
     const double s = (mx - my) / (mx + my);
     const double z = s * s;
     /* the next term, z**10/23 <= 2.2e-17, is below float64 */
@@ -167,10 +165,11 @@ static KL_INLINE double kl_term_f64(double x, double y)
     poly = poly * z + 1.0 / 3.0;
     const double a = s * z * poly;
     const double log_ratio = e * KL_LN2_HI_F64 + (2.0 * s + (2.0 * a + e * KL_LN2_LO_F64));
-    const double near = (xs + ys) * (z + (1.0 + s) * a);
-    const double far = xs * log_ratio - (xs - ys);
-    const double t = e == 0.0 ? near : far;
-    return (x == 0.0) & q_ok ? y : t;
+    const double near = (x + y) * (z + (1.0 + s) * a);
+    const double far = x * log_ratio - (x - y);
+    double t = e == 0.0 ? near : far;
+    t = x == 0.0 ? y : t;
+    return kl_domain_f64(x, y) ? t : (double)NAN;
 }
 
 /* exp(x + x_lo) for x <= 0 in float32, x_lo a rounding error of x (|x_lo| <= ulp(x)/2), flushed

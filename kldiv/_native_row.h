@@ -5,8 +5,9 @@
  *   KL_T          float or double, and KL_DOMAIN, KL_TERM its element functions.
  *
  * KL_FN(kl_rows) reduces `rows` rows of n elements, row r starting r*p_stride bytes after p
- * (and r*q_stride after q), to res[3r] = KL(p || q), or NaN when an element of the row is
- * outside the fast domain (see _native.c), res[3r + 1] = sum(p) and res[3r + 2] = sum(q).
+ * (and r*q_stride after q), to res[3r] = KL(p || q), res[3r + 1] = sum(p) and res[3r + 2] =
+ * sum(q). An element outside the fast domain (see _native.c) has a NaN term, which makes its
+ * row's KL NaN: no flag is kept apart.
  *
  * Each chunk of CHUNK elements goes through two vector loops: the terms t >= 0 into a small
  * array, then the float64 sums of t, of the differences d = p - q (exact for float32 input),
@@ -15,17 +16,14 @@
  * apart: their cancellation is what the plain sum of p*log(p/q) loses near p == q.
  * Rows shorter than a quarter chunk go through the loops many rows at a time. */
 
-/* The terms of m elements; nonzero when one is outside the fast domain. */
-KL_ATTR static int KL_FN(kl_chunk)(const KL_T *restrict p, const KL_T *restrict q,
-                                   Py_ssize_t m, KL_T *restrict terms)
+/* The terms of m elements (NaN for one outside the fast domain). */
+KL_ATTR static void KL_FN(kl_chunk)(const KL_T *restrict p, const KL_T *restrict q,
+                                    Py_ssize_t m, KL_T *restrict terms)
 {
-    int bad = 0;
-#pragma omp simd reduction(| : bad)
+#pragma omp simd
     for (Py_ssize_t i = 0; i < m; i++) {
-        bad |= !KL_DOMAIN(p[i], q[i]);
         terms[i] = KL_TERM(p[i], q[i]);
     }
-    return bad;
 }
 
 /* A long row's chunk into its accumulators: acc[0] + acc[1] = sum(t), acc[2] + acc[3] =
@@ -98,7 +96,7 @@ KL_ATTR static void KL_FN(kl_rows)(const char *p, Py_ssize_t p_stride, const cha
                 kl_gather(q_buf, q + r0 * q_stride, q_stride, k, n, sizeof(KL_T));
                 qb = q_buf;
             }
-            const int block_bad = KL_FN(kl_chunk)(pb, qb, k * n, terms);
+            KL_FN(kl_chunk)(pb, qb, k * n, terms);
             for (Py_ssize_t j = 0; j < k; j++) {
                 const Py_ssize_t first = j * n, last = first + n;
                 double t = 0.0, d = 0.0, sp = 0.0, sq = 0.0;
@@ -109,14 +107,8 @@ KL_ATTR static void KL_FN(kl_rows)(const char *p, Py_ssize_t p_stride, const cha
                     sp += x;
                     sq += y;
                 }
-                int bad = 0;
-                if (block_bad) { /* rare: find the rows it was in */
-                    for (Py_ssize_t i = first; i < last; i++) {
-                        bad |= !KL_DOMAIN(pb[i], qb[i]);
-                    }
-                }
                 double *out = res + 3 * (r0 + j);
-                out[0] = bad ? (double)NAN : t + d;
+                out[0] = t + d;
                 out[1] = sp;
                 out[2] = sq;
             }
@@ -127,14 +119,13 @@ KL_ATTR static void KL_FN(kl_rows)(const char *p, Py_ssize_t p_stride, const cha
         const KL_T *pr = (const KL_T *)(p + r * p_stride);
         const KL_T *qr = (const KL_T *)(q + r * q_stride);
         double acc[6] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-        int bad = 0;
         for (Py_ssize_t start = 0; start < n; start += CHUNK) {
             const Py_ssize_t m = n - start < CHUNK ? n - start : CHUNK;
-            bad |= KL_FN(kl_chunk)(pr + start, qr + start, m, terms);
+            KL_FN(kl_chunk)(pr + start, qr + start, m, terms);
             KL_FN(kl_sum)(pr + start, qr + start, m, terms, acc);
         }
         double *out = res + 3 * r;
-        out[0] = bad ? (double)NAN : acc[0] + (acc[2] + (acc[1] + acc[3]));
+        out[0] = acc[0] + (acc[2] + (acc[1] + acc[3]));
         out[1] = acc[4];
         out[2] = acc[5];
     }
