@@ -143,6 +143,7 @@ def machine() -> dict[str, Any]:
         "kldiv_path": str(Path(kldiv.__file__).resolve().parent),
         "kldiv_native_variants": native_variants(),
         "torch_threads": torch.get_num_threads(),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "not set"),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "numpy_simd_baseline": simd.get("baseline"),
         "numpy_simd_found": simd.get("found"),

@@ -17,6 +17,9 @@ pass for a fast one), then the sides take turns: repeat ``r`` starts at side ``r
 each side runs at every position of the round, and a burst of noise on this shared machine
 hits all sides alike rather than one. The garbage collector is off while timing, as in
 ``timeit``. A sample is one call; the report gives the median of ``--repeat`` samples.
+``OMP_WAIT_POLICY`` is PASSIVE unless set: PyTorch's OpenMP threads otherwise spin after each
+call and take the second core from the next side of the round (measured: kldiv 20-40% slower
+right after a PyTorch call), a cost of the interleaving, not of either library.
 
 Sides, probabilities: ``kldiv.kl_div(p, q)`` (defaults, validation on), by the compiled
 kernels where they are built; ``kldiv_numpy``, the same with them switched off (kldiv's pure
@@ -77,6 +80,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# PyTorch's OpenMP threads spin for a while after each call; in the interleaved rounds they
+# would take the second core from whichever side runs next, which costs a two-thread side
+# (kldiv) and not a one-thread side (naive NumPy). Passive threads sleep at once. Set before
+# torch is imported; an OMP_WAIT_POLICY of the caller's wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import scipy.special
