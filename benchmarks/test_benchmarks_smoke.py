@@ -17,6 +17,7 @@ import pytest
 WORKLOADS = {"W1", "W2", "W3", "W4", "W5", "W1-logits", "W3-logits"}
 PROBABILITY_SIDES = {
     "kldiv",
+    "kldiv_numpy",
     "numpy_naive",
     "scipy_rel_entr",
     "scipy_entropy",
@@ -40,6 +41,7 @@ CASES = {"random", "peaked", "heavy", "zeros", "large"} | {
 }
 ACCURACY_SIDES = {
     "kldiv",
+    "kldiv_numpy",
     "numpy_naive",
     "numpy_naive_f64",
     "scipy_rel_entr",
