@@ -264,20 +264,6 @@ static KL_INLINE void kl_neumaier(double *sum, double *comp, double x)
     *sum = s;
 }
 
-/* k rows of n elements of `size` bytes, row j at src + j*stride bytes, side by side into dst.
- * size is a constant where this is inlined, so the copies are plain loads and stores. */
-static KL_INLINE void kl_gather(void *dst, const char *src, Py_ssize_t stride, Py_ssize_t k,
-                                Py_ssize_t n, size_t size)
-{
-    char *to = dst;
-    for (Py_ssize_t j = 0; j < k; j++) {
-        const char *row = src + j * stride;
-        for (Py_ssize_t i = 0; i < n; i++, to += size) {
-            memcpy(to, row + i * (Py_ssize_t)size, size);
-        }
-    }
-}
-
 /* ---- variants ---------------------------------------------------------------------------- */
 
 typedef void (*kl_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, Py_ssize_t,

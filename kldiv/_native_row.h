@@ -14,7 +14,7 @@
  * of p and of q, lane by lane (an OpenMP simd reduction, which the compiler vectorises). Chunk sums add into the row's with
  * Neumaier's compensation, so a row of a million elements keeps its digits. t and d are summed
  * apart: their cancellation is what the plain sum of p*log(p/q) loses near p == q.
- * Rows shorter than a quarter chunk go through the loops many rows at a time. */
+ * Rows shorter than a quarter chunk go one per vector lane instead (kl_rows_lanes). */
 
 /* The terms of m elements (NaN for one outside the fast domain). */
 KL_ATTR static void KL_FN(kl_chunk)(const KL_T *restrict p, const KL_T *restrict q,
@@ -75,46 +75,60 @@ KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q
 #endif
 }
 
+/* Short rows, one row per vector lane: KL_ROW_LANES rows at a time, column by column (the
+ * loads are strided, gathers), so that each row's sums stay in its own lane and no row is
+ * reduced across lanes. rows is a multiple of KL_ROW_LANES. */
+KL_ATTR static void KL_FN(kl_rows_lanes)(const char *p, Py_ssize_t p_stride, const char *q,
+                                         Py_ssize_t q_stride, Py_ssize_t rows, Py_ssize_t n,
+                                         double *res)
+{
+    const Py_ssize_t size = (Py_ssize_t)sizeof(KL_T);
+    for (Py_ssize_t r0 = 0; r0 < rows; r0 += KL_ROW_LANES) {
+        double t[KL_ROW_LANES] = {0}, sp[KL_ROW_LANES] = {0}, sq[KL_ROW_LANES] = {0};
+#if !KL_EXACT_DIFFS
+        double d[KL_ROW_LANES] = {0}, d_err[KL_ROW_LANES] = {0};
+#endif
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const char *pi = p + r0 * p_stride + i * size, *qi = q + r0 * q_stride + i * size;
+#pragma omp simd
+            for (int j = 0; j < KL_ROW_LANES; j++) {
+                const KL_T x = *(const KL_T *)(pi + j * p_stride);
+                const KL_T y = *(const KL_T *)(qi + j * q_stride);
+                t[j] += (double)KL_TERM(x, y);
+                sp[j] += (double)x;
+                sq[j] += (double)y;
+#if !KL_EXACT_DIFFS
+                kl_two_sum(&d[j], &d_err[j], x - y);
+#endif
+            }
+        }
+        for (int j = 0; j < KL_ROW_LANES; j++) {
+            double *out = res + 3 * (r0 + j);
+#if KL_EXACT_DIFFS
+            out[0] = t[j] + (sp[j] - sq[j]); /* float32: both sums exact, or within 1e-16 */
+#else
+            out[0] = t[j] + (d[j] + d_err[j]);
+#endif
+            out[1] = sp[j];
+            out[2] = sq[j];
+        }
+    }
+}
+
 KL_ATTR static void KL_FN(kl_rows)(const char *p, Py_ssize_t p_stride, const char *q,
                                    Py_ssize_t q_stride, Py_ssize_t rows, Py_ssize_t n,
                                    double *res)
 {
-    KL_T terms[CHUNK];
-    if (n > 0 && n <= CHUNK / 4) {
-        /* short rows: a block of them side by side (copied so unless they already are) */
-        KL_T p_buf[CHUNK], q_buf[CHUNK];
-        const Py_ssize_t per_block = CHUNK / n, row_bytes = n * (Py_ssize_t)sizeof(KL_T);
-        for (Py_ssize_t r0 = 0; r0 < rows; r0 += per_block) {
-            const Py_ssize_t k = rows - r0 < per_block ? rows - r0 : per_block;
-            const KL_T *pb = (const KL_T *)(p + r0 * p_stride);
-            const KL_T *qb = (const KL_T *)(q + r0 * q_stride);
-            if (p_stride != row_bytes) {
-                kl_gather(p_buf, p + r0 * p_stride, p_stride, k, n, sizeof(KL_T));
-                pb = p_buf;
-            }
-            if (q_stride != row_bytes) {
-                kl_gather(q_buf, q + r0 * q_stride, q_stride, k, n, sizeof(KL_T));
-                qb = q_buf;
-            }
-            KL_FN(kl_chunk)(pb, qb, k * n, terms);
-            for (Py_ssize_t j = 0; j < k; j++) {
-                const Py_ssize_t first = j * n, last = first + n;
-                double t = 0.0, d = 0.0, sp = 0.0, sq = 0.0;
-                for (Py_ssize_t i = first; i < last; i++) {
-                    const double x = (double)pb[i], y = (double)qb[i];
-                    t += (double)terms[i];
-                    d += x - y;
-                    sp += x;
-                    sq += y;
-                }
-                double *out = res + 3 * (r0 + j);
-                out[0] = t + d;
-                out[1] = sp;
-                out[2] = sq;
-            }
-        }
-        return;
+    if (n <= CHUNK / 4) {
+        /* short rows, but for the last few: one per lane */
+        const Py_ssize_t laned = rows - rows % KL_ROW_LANES;
+        KL_FN(kl_rows_lanes)(p, p_stride, q, q_stride, laned, n, res);
+        p += laned * p_stride;
+        q += laned * q_stride;
+        res += 3 * laned;
+        rows -= laned;
     }
+    KL_T terms[CHUNK];
     for (Py_ssize_t r = 0; r < rows; r++) {
         const KL_T *pr = (const KL_T *)(p + r * p_stride);
         const KL_T *qr = (const KL_T *)(q + r * q_stride);

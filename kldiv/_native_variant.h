@@ -4,24 +4,28 @@
  * undefines both. */
 
 #define KL_T float
+#define KL_ROW_LANES 16
 #define KL_EXACT_DIFFS 1
 #define KL_DOMAIN kl_domain_f32
 #define KL_TERM kl_term_f32
 #define KL_FN(name) KL_NAME(name, f32, KL_VARIANT)
 #include "_native_row.h"
 #undef KL_T
+#undef KL_ROW_LANES
 #undef KL_EXACT_DIFFS
 #undef KL_DOMAIN
 #undef KL_TERM
 #undef KL_FN
 
 #define KL_T double
+#define KL_ROW_LANES 8
 #define KL_EXACT_DIFFS 0
 #define KL_DOMAIN kl_domain_f64
 #define KL_TERM kl_term_f64
 #define KL_FN(name) KL_NAME(name, f64, KL_VARIANT)
 #include "_native_row.h"
 #undef KL_T
+#undef KL_ROW_LANES
 #undef KL_EXACT_DIFFS
 #undef KL_DOMAIN
 #undef KL_TERM

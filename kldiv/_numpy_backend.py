@@ -453,14 +453,33 @@ def _rows_contiguous(rows: Array) -> bool:
     return bool(rows.shape[1] <= 1 or rows.strides[1] == rows.itemsize)
 
 
+def _native_block(
+    p: Array, q: Array, res: Array, out: Array, tolerance: float, validate: bool
+) -> bool:
+    """One call of the compiled kernels on a block of rows: ``out`` gets each row's KL
+    (clipped at 0 with ``validate``), ``res`` their (KL, sum p, sum q); True when a finite
+    row is off 1 (rows that are not finite are the caller's to redo and check)."""
+    assert _native is not None
+    part = res[: p.shape[0]]
+    _native.kl_rows(p, q, part)
+    kl = part[:, 0]
+    flagged = False
+    if validate:
+        off = (np.abs(part[:, 1] - 1) > tolerance) | (np.abs(part[:, 2] - 1) > tolerance)
+        flagged = bool((off & np.isfinite(kl)).any())
+        np.maximum(kl, 0.0, out=kl)
+    out[...] = kl
+    return flagged
+
+
 def _native_kl_rows(p: Array, q: Array, out: Array, *, validate: bool) -> bool:
     """Write ``out[r] = KL(p[r] || q[r])`` for two ``(rows, n)`` views of one float dtype, by
     the compiled kernels; True when ``validate`` finds a problem for the public layer's checks
     to name.
 
-    A row the kernels leave NaN holds an element outside their fast domain (a zero ``q``, a
-    subnormal, a negative, NaN or infinite entry); one they leave infinite overflowed float32
-    arithmetic (a term over 3.4e38). Either is recomputed by the NumPy tiles, which know every
+    A row the kernels leave not finite holds an element outside their fast domain (a zero
+    ``q``, a subnormal, a negative, NaN or infinite entry), or overflowed their arithmetic (a
+    term over the float range). It is recomputed by the NumPy tiles, which know every
     convention and compute in float64, and flagged as they flag it.
     """
     assert _native is not None
@@ -470,18 +489,12 @@ def _native_kl_rows(p: Array, q: Array, out: Array, *, validate: bool) -> bool:
     def job(start: int, stop: int) -> tuple[bool, list[Array]]:
         res = np.empty((min(NATIVE_ROWS, stop - start), 3))  # (KL, sum p, sum q) per row
         flagged, redo = False, []
-        for r in _blocks(start, stop, NATIVE_ROWS):
-            part = res[: r.stop - r.start]
-            _native.kl_rows(p[r], q[r], part)
-            kl = part[:, 0]
-            lost = ~np.isfinite(kl)
-            if lost.any():
-                redo.append(np.flatnonzero(lost) + r.start)
-            if validate:
-                off = (np.abs(part[:, 1] - 1) > tolerance) | (np.abs(part[:, 2] - 1) > tolerance)
-                flagged = flagged or bool((off & ~lost).any())  # the tiles check lost rows
-                np.maximum(kl, 0.0, out=kl)
-            out[r] = kl
+        with np.errstate(all="ignore"):  # a KL over float32's range is inf, as in the tiles
+            for r in _blocks(start, stop, NATIVE_ROWS):
+                flagged = _native_block(p[r], q[r], res, out[r], tolerance, validate) or flagged
+                lost = np.flatnonzero(~np.isfinite(res[: r.stop - r.start, 0]))
+                if lost.size:
+                    redo.append(lost + r.start)
         return flagged, redo
 
     results = _run(job, rows, n)
@@ -501,7 +514,8 @@ def _native_kl_rows(p: Array, q: Array, out: Array, *, validate: bool) -> bool:
             )
             or flagged
         )
-        out[again] = fixed
+        with np.errstate(all="ignore"):
+            out[again] = fixed
     return bool(flagged)
 
 
