@@ -15,8 +15,9 @@
  *    so near-identical distributions keep every digit;
  *  - otherwise t = p*L - (p - q), which loses at most a few bits there.
  * A zero p gives t = q (0*log(0) = 0). Any other element outside the fast domain (q zero,
- * subnormal, negative, NaN or infinite; p the same but for zero) makes the row's result NaN,
- * and the caller recomputes that row with NumPy, which knows every convention and check.
+ * subnormal, negative or NaN; p the same but for zero) makes the row's KL NaN, and an
+ * infinite one its sum of p or q; the caller recomputes such rows with NumPy, which knows
+ * every convention and check.
  *
  * float32 input: terms in float32 arithmetic (at most a few ulps each, none negative), sums
  * in float64. float64 input: everything in float64.
@@ -85,15 +86,17 @@ static KL_INLINE uint64_t kl_f64_bits(double x)
     return b;
 }
 
-/* The fast domain: q normal and finite, p the same or zero. NaN fails every comparison. */
+/* The fast domain: q normal and finite, p the same or zero. The kernels test only the
+ * lower ends: NaN fails every comparison, and an infinite entry makes its row's sum of p or
+ * of q infinite, which the caller sees (kl_rows returns those sums). */
 static KL_INLINE int kl_domain_f32(float x, float y)
 {
-    return (((x >= FLT_MIN) & (x <= FLT_MAX)) | (x == 0.0f)) & (y >= FLT_MIN) & (y <= FLT_MAX);
+    return ((x >= FLT_MIN) | (x == 0.0f)) & (y >= FLT_MIN);
 }
 
 static KL_INLINE int kl_domain_f64(double x, double y)
 {
-    return (((x >= DBL_MIN) & (x <= DBL_MAX)) | (x == 0.0)) & (y >= DBL_MIN) & (y <= DBL_MAX);
+    return ((x >= DBL_MIN) | (x == 0.0)) & (y >= DBL_MIN);
 }
 
 /* ln 2 split so that e*LN2_HI is exact for every exponent difference e. */
@@ -404,8 +407,9 @@ PyDoc_STRVAR(kl_rows_doc,
              "For each row r of the 2-D float32 or float64 arrays p and q (same shape and\n"
              "dtype, each row contiguous, any row stride), write out[r] = (KL(p[r] || q[r]),\n"
              "sum(p[r]), sum(q[r])) into the C-contiguous float64 array out of shape\n"
-             "(rows, 3). The KL is NaN for a row holding an element outside the fast domain\n"
-             "(q not a positive normal float; p not one or zero). variant names one of\n"
+             "(rows, 3). A row holding an element outside the fast domain (q not a positive\n"
+             "normal float; p not one or zero) has a NaN KL, or for an infinite entry an\n"
+             "infinite sum: redo rows with any of the three not finite. variant names one of\n"
              "variants(); None takes the first. Releases the GIL.");
 
 static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)

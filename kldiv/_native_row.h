@@ -7,7 +7,7 @@
  * KL_FN(kl_rows) reduces `rows` rows of n elements, row r starting r*p_stride bytes after p
  * (and r*q_stride after q), to res[3r] = KL(p || q), res[3r + 1] = sum(p) and res[3r + 2] =
  * sum(q). An element outside the fast domain (see _native.c) has a NaN term, which makes its
- * row's KL NaN: no flag is kept apart.
+ * row's KL NaN, or for an infinite entry makes a sum infinite: no flag is kept apart.
  *
  * Each chunk of CHUNK elements goes through two vector loops: the terms t >= 0 into a small
  * array, then the float64 sums of t, of the differences d = p - q (exact for float32 input),

@@ -458,7 +458,7 @@ def _native_block(
 ) -> bool:
     """One call of the compiled kernels on a block of rows: ``out`` gets each row's KL
     (clipped at 0 with ``validate``), ``res`` their (KL, sum p, sum q); True when a finite
-    row is off 1 (rows that are not finite are the caller's to redo and check)."""
+    row is off 1 (rows with any of the three not finite are the caller's to redo and check)."""
     assert _native is not None
     part = res[: p.shape[0]]
     _native.kl_rows(p, q, part)
@@ -466,7 +466,7 @@ def _native_block(
     flagged = False
     if validate:
         off = (np.abs(part[:, 1] - 1) > tolerance) | (np.abs(part[:, 2] - 1) > tolerance)
-        flagged = bool((off & np.isfinite(kl)).any())
+        flagged = bool((off & np.isfinite(part).all(axis=1)).any())
         np.maximum(kl, 0.0, out=kl)
     out[...] = kl
     return flagged
@@ -477,10 +477,10 @@ def _native_kl_rows(p: Array, q: Array, out: Array, *, validate: bool) -> bool:
     the compiled kernels; True when ``validate`` finds a problem for the public layer's checks
     to name.
 
-    A row the kernels leave not finite holds an element outside their fast domain (a zero
-    ``q``, a subnormal, a negative, NaN or infinite entry), or overflowed their arithmetic (a
-    term over the float range). It is recomputed by the NumPy tiles, which know every
-    convention and compute in float64, and flagged as they flag it.
+    A row whose KL or sums the kernels leave not finite holds an element outside their fast
+    domain (a zero ``q``, a subnormal, a negative, NaN or infinite entry), or overflowed their
+    arithmetic (a term over the float range). It is recomputed by the NumPy tiles, which know
+    every convention and compute in float64, and flagged as they flag it.
     """
     assert _native is not None
     rows, n = p.shape
@@ -492,7 +492,8 @@ def _native_kl_rows(p: Array, q: Array, out: Array, *, validate: bool) -> bool:
         with np.errstate(all="ignore"):  # a KL over float32's range is inf, as in the tiles
             for r in _blocks(start, stop, NATIVE_ROWS):
                 flagged = _native_block(p[r], q[r], res, out[r], tolerance, validate) or flagged
-                lost = np.flatnonzero(~np.isfinite(res[: r.stop - r.start, 0]))
+                # an infinite entry may leave the KL finite but not its row's sum
+                lost = np.flatnonzero(~np.isfinite(res[: r.stop - r.start]).all(axis=1))
                 if lost.size:
                     redo.append(lost + r.start)
         return flagged, redo

@@ -183,13 +183,14 @@ def _outside(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("n", [4, 500])
-def test_an_element_outside_the_domain_makes_only_its_row_nan(variant, dtype, n):
+def test_an_element_outside_the_domain_shows_in_its_row_only(variant, dtype, n):
     for what, (x, y) in _outside(dtype).items():
         p = np.full((6, n), 1 / n, dtype)
         q = np.full((6, n), 1 / n, dtype)
         p[4, n - 1], q[4, n - 1] = x, y
         res = run(p, q, variant)
-        assert np.isnan(res[4, 0]), what
+        # NaN KL, or for an infinite entry an infinite sum (the caller checks all three)
+        assert not np.isfinite(res[4]).all(), what
         assert (res[[0, 1, 2, 3, 5], 0] == 0).all(), what  # KL(p || p) is exactly 0
 
 
