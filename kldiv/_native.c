@@ -267,13 +267,24 @@ static KL_INLINE void kl_neumaier(double *sum, double *comp, double x)
     *sum = s;
 }
 
+/* Store value into element i of a 1-D float32 ('f') or float64 ('d') array. */
+static KL_INLINE void kl_store(void *out, char kind, Py_ssize_t i, double value)
+{
+    if (kind == 'f') {
+        ((float *)out)[i] = (float)value;
+    }
+    else {
+        ((double *)out)[i] = value;
+    }
+}
+
 /* ---- variants ---------------------------------------------------------------------------- */
 
 typedef void (*kl_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, Py_ssize_t,
                            Py_ssize_t, double *);
 
 typedef void (*kl_logit_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, Py_ssize_t,
-                                 Py_ssize_t, float *, double *);
+                                 Py_ssize_t, float *, void *, char);
 
 typedef struct {
     const char *name;
@@ -402,27 +413,70 @@ static char kl_check_pair(const Py_buffer *x, const Py_buffer *y, const char *na
     return kind;
 }
 
+/* Rows per call of a row kernel: their (KL, sum p, sum q) on the stack. */
+#define KL_BLOCK_ROWS 256
+
+/* Run the row kernel `run` on all rows and finish each row as kl_rows's docstring says;
+ * returns whether a row is off 1 by more than tolerance (< 0: no check). No GIL needed. */
+static int kl_rows_finish(kl_rows_fn run, const Py_buffer *p, const Py_buffer *q, void *out,
+                          char out_kind, double tolerance)
+{
+    double res[3 * KL_BLOCK_ROWS];
+    const Py_ssize_t rows = p->shape[0];
+    int off = 0;
+    for (Py_ssize_t r0 = 0; r0 < rows; r0 += KL_BLOCK_ROWS) {
+        const Py_ssize_t k = rows - r0 < KL_BLOCK_ROWS ? rows - r0 : KL_BLOCK_ROWS;
+        run((const char *)p->buf + r0 * p->strides[0], p->strides[0],
+            (const char *)q->buf + r0 * q->strides[0], q->strides[0], k, p->shape[1], res);
+        for (Py_ssize_t j = 0; j < k; j++) {
+            double kl = res[3 * j];
+            const double sum_p = res[3 * j + 1], sum_q = res[3 * j + 2];
+            if (!(isfinite(kl) && isfinite(sum_p) && isfinite(sum_q))) {
+                kl = (double)NAN; /* for the caller to redo */
+            }
+            else if (tolerance >= 0.0) {
+                off |= !(fabs(sum_p - 1.0) <= tolerance && fabs(sum_q - 1.0) <= tolerance);
+                kl = kl < 0.0 ? 0.0 : kl;
+            }
+            kl_store(out, out_kind, r0 + j, kl);
+        }
+    }
+    return off;
+}
+
 PyDoc_STRVAR(kl_rows_doc,
-             "kl_rows(p, q, out, variant=None)\n--\n\n"
+             "kl_rows(p, q, out, tolerance=None, variant=None)\n--\n\n"
              "For each row r of the 2-D float32 or float64 arrays p and q (same shape and\n"
-             "dtype, each row contiguous, any row stride), write out[r] = (KL(p[r] || q[r]),\n"
-             "sum(p[r]), sum(q[r])) into the C-contiguous float64 array out of shape\n"
-             "(rows, 3). A row holding an element outside the fast domain (q not a positive\n"
-             "normal float; p not one or zero) has a NaN KL, or for an infinite entry an\n"
-             "infinite sum: redo rows with any of the three not finite. variant names one of\n"
-             "variants(); None takes the first. Releases the GIL.");
+             "dtype, each row contiguous, any row stride), write out[r] = KL(p[r] || q[r])\n"
+             "into the C-contiguous 1-D float32 or float64 array out, or NaN for a row to\n"
+             "redo: one holding an element outside the fast domain (q not a positive normal\n"
+             "float; p not one or zero), or whose arithmetic overflowed. With a tolerance,\n"
+             "KLs below 0 are written as 0, and the result says whether a row not to redo\n"
+             "has sum(p) or sum(q) off 1 by more than it. variant names one of variants();\n"
+             "None takes the first. Releases the GIL.");
 
 static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"p", "q", "out", "variant", NULL};
-    PyObject *p_obj, *q_obj, *out_obj, *variant_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|O:kl_rows", keywords, &p_obj, &q_obj,
-                                     &out_obj, &variant_obj)) {
+    static char *keywords[] = {"p", "q", "out", "tolerance", "variant", NULL};
+    PyObject *p_obj, *q_obj, *out_obj, *tolerance_obj = Py_None, *variant_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO:kl_rows", keywords, &p_obj, &q_obj,
+                                     &out_obj, &tolerance_obj, &variant_obj)) {
         return NULL;
     }
     const kl_variant *variant = kl_find_variant(variant_obj);
     if (variant == NULL) {
         return NULL;
+    }
+    double tolerance = -1.0;
+    if (tolerance_obj != Py_None) {
+        tolerance = PyFloat_AsDouble(tolerance_obj);
+        if (tolerance == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (!(tolerance >= 0.0)) {
+            PyErr_SetString(PyExc_ValueError, "tolerance must be None or a number >= 0");
+            return NULL;
+        }
     }
 
     Py_buffer buffers[3];
@@ -432,19 +486,21 @@ static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *
     const Py_buffer *p = &buffers[0], *q = &buffers[1], *out = &buffers[2];
     PyObject *result = NULL;
     const char kind = kl_check_pair(p, q, "p and q");
+    const char out_kind = kl_float_kind(out);
     if (kind == 0) {
         /* the exception is set */
     }
-    else if (kl_float_kind(out) != 'd' || out->len != p->shape[0] * 3 * (Py_ssize_t)sizeof(double)) {
-        PyErr_SetString(PyExc_ValueError, "out must be a float64 array of shape (rows, 3)");
+    else if (out_kind == 0 || out->ndim != 1 || out->shape[0] != p->shape[0]) {
+        PyErr_SetString(PyExc_ValueError,
+                        "out must be a 1-D float32 or float64 array of one element per row");
     }
     else {
         const kl_rows_fn run = kind == 'f' ? variant->f32 : variant->f64;
+        int off;
         Py_BEGIN_ALLOW_THREADS
-        run(p->buf, p->strides[0], q->buf, q->strides[0], p->shape[0], p->shape[1], out->buf);
+        off = kl_rows_finish(run, p, q, out->buf, out_kind, tolerance);
         Py_END_ALLOW_THREADS
-        result = Py_None;
-        Py_INCREF(result);
+        result = PyBool_FromLong(off);
     }
     kl_release_buffers(buffers);
     return result;
@@ -454,7 +510,7 @@ PyDoc_STRVAR(kl_logit_rows_doc,
              "kl_logit_rows(a, b, out, variant=None)\n--\n\n"
              "For each row r of the 2-D float32 arrays a and b (same shape, each row\n"
              "contiguous, any row stride), write out[r] = KL(softmax(a[r]) || softmax(b[r]))\n"
-             "into the C-contiguous float64 array out of shape (rows,): NaN for a row holding\n"
+             "into the C-contiguous 1-D float32 or float64 array out: NaN for a row holding\n"
              "a logit that is not finite. variant as for kl_rows. Releases the GIL.");
 
 static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
@@ -483,8 +539,9 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
     else if (kind != 'f') {
         PyErr_SetString(PyExc_TypeError, "a and b must be float32");
     }
-    else if (kl_float_kind(out) != 'd' || out->len != a->shape[0] * (Py_ssize_t)sizeof(double)) {
-        PyErr_SetString(PyExc_ValueError, "out must be a float64 array of shape (rows,)");
+    else if (kl_float_kind(out) == 0 || out->ndim != 1 || out->shape[0] != a->shape[0]) {
+        PyErr_SetString(PyExc_ValueError,
+                        "out must be a 1-D float32 or float64 array of one element per row");
     }
     else if ((scratch = PyMem_RawMalloc(3 * (size_t)a->shape[1] * sizeof(float) + 1)) == NULL) {
         PyErr_NoMemory();
@@ -492,7 +549,7 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
     else {
         Py_BEGIN_ALLOW_THREADS
         variant->logits_f32(a->buf, a->strides[0], b->buf, b->strides[0], a->shape[0],
-                            a->shape[1], scratch, out->buf);
+                            a->shape[1], scratch, out->buf, kl_float_kind(out));
         Py_END_ALLOW_THREADS
         result = Py_None;
         Py_INCREF(result);

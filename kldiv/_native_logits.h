@@ -1,9 +1,9 @@
 /* The logits kernel of _native.c for one instruction-set variant: included by
  * _native_variant.h with KL_ATTR and KL_NAME(name, f32, KL_VARIANT) as for _native_row.h.
  *
- * KL(softmax(a[r]) || softmax(b[r])) of float32 rows of n logits into res[r], NaN for a row
- * holding a logit that is not finite (-inf, a masked class, included: the caller redoes
- * such rows). scratch holds 3n floats. Three passes over each row: the maxima; the shifted
+ * KL(softmax(a[r]) || softmax(b[r])) of float32 rows of n logits into res[r] (a float32 or
+ * float64 array, res_kind 'f' or 'd'), NaN for a row holding a logit that is not finite
+ * (-inf, a masked class, included: the caller redoes such rows). scratch holds 3n floats. Three passes over each row: the maxima; the shifted
  * exponentials and their difference's exponent, kept in scratch, and the normalisers in
  * float64; then the terms q*phi(p/q) >= 0 (kl_logit_term_f32), summed in float64. Their
  * log-ratio d keeps its digits near-identical rows: it is (a - max a) - (b - max b), exact,
@@ -12,7 +12,8 @@
 KL_ATTR static void KL_NAME(kl_logit_rows, f32, KL_VARIANT)(const char *a, Py_ssize_t a_stride,
                                                            const char *b, Py_ssize_t b_stride,
                                                            Py_ssize_t rows, Py_ssize_t n,
-                                                           float *scratch, double *res)
+                                                           float *scratch, void *res,
+                                                           char res_kind)
 {
     float *restrict exp_a = scratch, *restrict exp_b = scratch + n;
     float *restrict delta = scratch + 2 * n;
@@ -28,7 +29,7 @@ KL_ATTR static void KL_NAME(kl_logit_rows, f32, KL_VARIANT)(const char *a, Py_ss
             bad |= !(fabsf(ar[i]) <= FLT_MAX) | !(fabsf(br[i]) <= FLT_MAX);
         }
         if (bad) {
-            res[r] = (double)NAN;
+            kl_store(res, res_kind, r, (double)NAN);
             continue;
         }
         /* exp_a = exp(a - max a), exp_b likewise; delta = (a - max a) - (b - max b), exact
@@ -62,6 +63,6 @@ KL_ATTR static void KL_NAME(kl_logit_rows, f32, KL_VARIANT)(const char *a, Py_ss
         for (Py_ssize_t i = 0; i < n; i++) {
             total += (double)exp_a[i];
         }
-        res[r] = total;
+        kl_store(res, res_kind, r, total);
     }
 }

@@ -66,9 +66,6 @@ R = TypeVar("R")
 # tiles ran 1.3x faster on two threads than on one, 64K and 128K ones 1.5x. 64K keeps the
 # three tiles of a KL worker, two workers, at 3 MiB.
 TILE = 64 * 1024
-# Rows per call of the compiled kernels: their (KL, sum p, sum q) results, 384 KiB, are
-# what the compiled path holds besides the output.
-NATIVE_ROWS = 16 * 1024
 # Below this many elements a reduction runs on the calling thread: handing work to the pool
 # costs tens of microseconds, what the whole reduction costs at this size.
 PARALLEL_MIN = 256 * 1024
@@ -453,56 +450,26 @@ def _rows_contiguous(rows: Array) -> bool:
     return bool(rows.shape[1] <= 1 or rows.strides[1] == rows.itemsize)
 
 
-def _native_block(
-    p: Array, q: Array, res: Array, out: Array, tolerance: float, validate: bool
-) -> bool:
-    """One call of the compiled kernels on a block of rows: ``out`` gets each row's KL
-    (clipped at 0 with ``validate``), ``res`` their (KL, sum p, sum q); True when a finite
-    row is off 1 (rows with any of the three not finite are the caller's to redo and check)."""
-    assert _native is not None
-    part = res[: p.shape[0]]
-    _native.kl_rows(p, q, part)
-    kl = part[:, 0]
-    flagged = False
-    if validate:
-        off = (np.abs(part[:, 1] - 1) > tolerance) | (np.abs(part[:, 2] - 1) > tolerance)
-        flagged = bool((off & np.isfinite(part).all(axis=1)).any())
-        np.maximum(kl, 0.0, out=kl)
-    out[...] = kl
-    return flagged
-
-
 def _native_kl_rows(p: Array, q: Array, out: Array, *, validate: bool) -> bool:
     """Write ``out[r] = KL(p[r] || q[r])`` for two ``(rows, n)`` views of one float dtype, by
-    the compiled kernels; True when ``validate`` finds a problem for the public layer's checks
-    to name.
+    the compiled kernels, one call per worker; True when ``validate`` finds a problem for the
+    public layer's checks to name.
 
-    A row whose KL or sums the kernels leave not finite holds an element outside their fast
-    domain (a zero ``q``, a subnormal, a negative, NaN or infinite entry), or overflowed their
-    arithmetic (a term over the float range). It is recomputed by the NumPy tiles, which know
+    The kernels leave NaN for a row holding an element outside their fast domain (a zero
+    ``q``, a subnormal, a negative, NaN or infinite entry) or whose arithmetic overflowed
+    (a term over the float range). Those rows are recomputed by the NumPy tiles, which know
     every convention and compute in float64, and flagged as they flag it.
     """
     assert _native is not None
     rows, n = p.shape
-    tolerance = v.sum_tolerance(p.dtype, n, np)
+    tolerance = v.sum_tolerance(p.dtype, n, np) if validate else None
 
-    def job(start: int, stop: int) -> tuple[bool, list[Array]]:
-        res = np.empty((min(NATIVE_ROWS, stop - start), 3))  # (KL, sum p, sum q) per row
-        flagged, redo = False, []
-        with np.errstate(all="ignore"):  # a KL over float32's range is inf, as in the tiles
-            for r in _blocks(start, stop, NATIVE_ROWS):
-                flagged = _native_block(p[r], q[r], res, out[r], tolerance, validate) or flagged
-                # an infinite entry may leave the KL finite but not its row's sum
-                lost = np.flatnonzero(~np.isfinite(res[: r.stop - r.start]).all(axis=1))
-                if lost.size:
-                    redo.append(lost + r.start)
-        return flagged, redo
+    def job(start: int, stop: int) -> bool:
+        return bool(_native.kl_rows(p[start:stop], q[start:stop], out[start:stop], tolerance))
 
-    results = _run(job, rows, n)
-    flagged = any(f for f, _ in results)
-    redo = [found for _, parts in results for found in parts]
-    if redo:
-        again = np.concatenate(redo)
+    flagged = any(_run(job, rows, n))
+    again = np.flatnonzero(np.isnan(out))
+    if again.size:
         fixed = np.empty(again.size)
         flagged = (
             _row_reduce(
@@ -515,7 +482,7 @@ def _native_kl_rows(p: Array, q: Array, out: Array, *, validate: bool) -> bool:
             )
             or flagged
         )
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"):  # a KL over float32's range is inf, as in the tiles
             out[again] = fixed
     return bool(flagged)
 
@@ -725,28 +692,19 @@ def _logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
 
 
 def _native_logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
-    """As :func:`_logit_rows`, by the compiled kernel for float32 rows. Rows it leaves NaN
-    hold a logit that is not finite (``-inf`` for a class of probability 0 among them):
-    :func:`_logit_rows` redoes those, with every convention and check."""
+    """As :func:`_logit_rows`, by the compiled kernel for float32 rows, one call per worker.
+    Rows it leaves NaN hold a logit that is not finite (``-inf`` for a class of probability 0
+    among them): :func:`_logit_rows` redoes those, with every convention and check."""
     assert _native is not None
     rows, n = a_rows.shape
 
-    def job(start: int, stop: int) -> list[Array]:
-        res = np.empty(min(NATIVE_ROWS, stop - start))
-        redo = []
-        for r in _blocks(start, stop, NATIVE_ROWS):
-            part = res[: r.stop - r.start]
-            _native.kl_logit_rows(a_rows[r], b_rows[r], part)
-            lost = ~np.isfinite(part)
-            if lost.any():
-                redo.append(np.flatnonzero(lost) + r.start)
-            out[r] = part
-        return redo
+    def job(start: int, stop: int) -> None:
+        _native.kl_logit_rows(a_rows[start:stop], b_rows[start:stop], out[start:stop])
 
-    redo = [found for parts in _run(job, rows, n) for found in parts]
-    if not redo:
+    _run(job, rows, n)
+    again = np.flatnonzero(np.isnan(out))
+    if not again.size:
         return False
-    again = np.concatenate(redo)
     fixed = np.empty(again.size, dtype=out.dtype)
     flagged = _logit_rows(a_rows[again], b_rows[again], fixed)
     out[again] = fixed
