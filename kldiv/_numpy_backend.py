@@ -22,6 +22,13 @@ The arithmetic follows :mod:`kldiv._agnostic` in substance, in fewer passes:
   the row sums on the way. Only when they show a problem does the public layer's check run,
   to say exactly what and where.
 
+Where a C compiler built :mod:`kldiv._native` (``setup.py``), ``kl_div`` of float32 or
+float64 and ``kl_div_logits`` of float32 run its compiled row kernels instead, one call per
+worker, each a single vectorised pass per row (see ``kldiv/_native.c``). Rows they leave NaN
+(an element outside their fast domain: a zero ``q``, a subnormal, a bad value, a ``-inf``
+logit; or an overflow) are redone by the tiles here, which stay the reference for every
+convention and every check.
+
 Inputs must present their distribution axes as trailing, viewable as ``(rows, n)`` without a
 copy (any C-ordered array reduced over its last axes, broadcasting included). Anything else
 goes to the generic code, which is correct for every layout.
@@ -467,24 +474,32 @@ def _native_kl_rows(p: Array, q: Array, out: Array, *, validate: bool) -> bool:
     def job(start: int, stop: int) -> bool:
         return bool(_native.kl_rows(p[start:stop], q[start:stop], out[start:stop], tolerance))
 
-    flagged = any(_run(job, rows, n))
-    again = np.flatnonzero(np.isnan(out))
-    if again.size:
-        fixed = np.empty(again.size)
-        flagged = (
-            _row_reduce(
-                _kl_tile_nonnegative if p.dtype == np.float64 else _kl_tile,
-                (p[again], q[again]),
-                sign_checked=_KL_SIGN_CHECKED,
-                validate=validate,
-                clip=validate,
-                out=fixed,
-            )
-            or flagged
+    def redo(again: Array, fixed: Array) -> bool:
+        return _row_reduce(
+            _kl_tile_nonnegative if p.dtype == np.float64 else _kl_tile,
+            (p[again], q[again]),
+            sign_checked=_KL_SIGN_CHECKED,
+            validate=validate,
+            clip=validate,
+            out=fixed,
         )
-        with np.errstate(all="ignore"):  # a KL over float32's range is inf, as in the tiles
-            out[again] = fixed
-    return bool(flagged)
+
+    flagged = any(_run(job, rows, n))
+    return _redo_lost_rows(out, redo) or flagged
+
+
+def _redo_lost_rows(out: Array, redo: Callable[[Array, Array], bool]) -> bool:
+    """Recompute the rows the compiled kernels left NaN in ``out``: ``redo(rows, fixed)``
+    writes their results into ``fixed`` (float64) by the NumPy tiles and says whether they
+    flagged anything, which is returned."""
+    again = np.flatnonzero(np.isnan(out))
+    if not again.size:
+        return False
+    fixed = np.empty(again.size)
+    flagged = redo(again, fixed)
+    with np.errstate(all="ignore"):  # a KL over float32's range is inf, as in the tiles
+        out[again] = fixed
+    return flagged
 
 
 def entropy(
@@ -701,14 +716,11 @@ def _native_logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
     def job(start: int, stop: int) -> None:
         _native.kl_logit_rows(a_rows[start:stop], b_rows[start:stop], out[start:stop])
 
+    def redo(again: Array, fixed: Array) -> bool:
+        return _logit_rows(a_rows[again], b_rows[again], fixed)
+
     _run(job, rows, n)
-    again = np.flatnonzero(np.isnan(out))
-    if not again.size:
-        return False
-    fixed = np.empty(again.size, dtype=out.dtype)
-    flagged = _logit_rows(a_rows[again], b_rows[again], fixed)
-    out[again] = fixed
-    return flagged
+    return _redo_lost_rows(out, redo)
 
 
 def softmax_kl_loss(
