@@ -2,8 +2,9 @@
  *
  * NumPy can fuse none of a KL term's dozen operations, so the pure NumPy path walks each tile
  * of memory some eight times; this module makes one pass per row (three for logits), with the
- * terms in the CPU's vector lanes and the row sums that validation needs on the way. It is built when a C
- * compiler is present (setup.py marks it optional); without it the NumPy path runs alone.
+ * terms in the CPU's vector lanes and the row sums that validation needs on the way. It is
+ * built when a C compiler is present (setup.py marks it optional); without it the NumPy path
+ * runs alone.
  *
  * The math. For p, q > 0 write p/q = 2**e * r with r in [1/sqrt(2), sqrt(2)], taken from the
  * floats' exponent and mantissa bits, exactly. Then s = (mp - mq)/(mp + mq) of the mantissas
@@ -16,8 +17,9 @@
  *  - otherwise t = p*L - (p - q), which loses at most a few bits there.
  * A zero p gives t = q (0*log(0) = 0). Any other element outside the fast domain (q zero,
  * subnormal, negative or NaN; p the same but for zero) makes the row's KL NaN, and an
- * infinite one its sum of p or q; the caller recomputes such rows with NumPy, which knows
- * every convention and check.
+ * infinite one its sum of p or q; kl_rows writes such rows, and rows whose arithmetic
+ * overflowed, as NaN, and the caller recomputes them with NumPy, which knows every
+ * convention and check.
  *
  * float32 input: terms in float32 arithmetic (at most a few ulps each, none negative), sums
  * in float64. float64 input: everything in float64.
@@ -88,7 +90,7 @@ static KL_INLINE uint64_t kl_f64_bits(double x)
 
 /* The fast domain: q normal and finite, p the same or zero. The kernels test only the
  * lower ends: NaN fails every comparison, and an infinite entry makes its row's sum of p or
- * of q infinite, which the caller sees (kl_rows returns those sums). */
+ * of q infinite, which kl_rows_finish sees. */
 static KL_INLINE int kl_domain_f32(float x, float y)
 {
     return ((x >= FLT_MIN) | (x == 0.0f)) & (y >= FLT_MIN);
@@ -297,8 +299,8 @@ typedef struct {
 #define KL_NAME3(name, type, variant) name##_##type##_##variant
 #define KL_NAME(name, type, variant) KL_NAME3(name, type, variant)
 
-/* _native_variant.h instantiates _native_row.h for both element types, for the variant
- * named KL_VARIANT with target attribute KL_ATTR. */
+/* _native_variant.h instantiates the kernels of _native_row.h (both element types) and
+ * _native_logits.h for the variant named KL_VARIANT, with target attribute KL_ATTR. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #define KL_X86_VARIANTS 1
 #define KL_VARIANT x86_64_v4

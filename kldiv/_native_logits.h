@@ -3,11 +3,12 @@
  *
  * KL(softmax(a[r]) || softmax(b[r])) of float32 rows of n logits into res[r] (a float32 or
  * float64 array, res_kind 'f' or 'd'), NaN for a row holding a logit that is not finite
- * (-inf, a masked class, included: the caller redoes such rows). scratch holds 3n floats. Three passes over each row: the maxima; the shifted
- * exponentials and their difference's exponent, kept in scratch, and the normalisers in
- * float64; then the terms q*phi(p/q) >= 0 (kl_logit_term_f32), summed in float64. Their
- * log-ratio d keeps its digits near-identical rows: it is (a - max a) - (b - max b), exact,
- * less log(sum_a/sum_b), taken as log1p(sum(exp_b*expm1(delta))/sum_b). */
+ * (-inf, a masked class, included: the caller redoes such rows). scratch holds 3n floats.
+ * Three passes over each row: the maxima; the shifted exponentials and the differences of
+ * the shifted logits, kept in scratch, and the normalisers in float64; then the terms
+ * q*phi(p/q) >= 0 (kl_logit_term_f32), summed in float64. Their log-ratio d keeps its digits
+ * for near-identical rows: it is delta = (a - max a) - (b - max b), exact, less
+ * log(sum_a/sum_b), taken as log1p(sum(exp_b*expm1(delta))/sum_b). */
 
 KL_ATTR static void KL_NAME(kl_logit_rows, f32, KL_VARIANT)(const char *a, Py_ssize_t a_stride,
                                                            const char *b, Py_ssize_t b_stride,

@@ -10,10 +10,11 @@
  * row's KL NaN, or for an infinite entry makes a sum infinite: no flag is kept apart.
  *
  * Each chunk of CHUNK elements goes through two vector loops: the terms t >= 0 into a small
- * array, then the float64 sums of t, of the differences d = p - q (exact for float32 input),
- * of p and of q, lane by lane (an OpenMP simd reduction, which the compiler vectorises). Chunk sums add into the row's with
- * Neumaier's compensation, so a row of a million elements keeps its digits. t and d are summed
- * apart: their cancellation is what the plain sum of p*log(p/q) loses near p == q.
+ * array, then the float64 sums of t, of p, of q and of the differences p - q, lane by lane
+ * (for float32 input sum(p - q) is sum(p) - sum(q), both exact; for float64 it is summed in
+ * error-free TwoSum lanes). Chunk sums add into the row's with Neumaier's compensation, so a
+ * row of a million elements keeps its digits. t and p - q are summed apart: their
+ * cancellation is what the plain sum of p*log(p/q) loses near p == q.
  * Rows shorter than a quarter chunk go one per vector lane instead (kl_rows_lanes). */
 
 /* The terms of m elements (NaN for one outside the fast domain). */
@@ -47,7 +48,8 @@ KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q
     acc[5] += sq;
 #else
     /* float64 input: each p - q is exact near p == q, but their sum is what near-identical
-     * rows cancel in, so it is summed without error (TwoSum in each lane); so are the lanes */
+     * rows cancel in, so each lane sums it without error (TwoSum), and the lanes are joined
+     * with compensation */
     double t[KL_LANES] = {0}, sp[KL_LANES] = {0}, sq[KL_LANES] = {0};
     double d[KL_LANES] = {0}, d_err[KL_LANES] = {0};
     Py_ssize_t i = 0;
