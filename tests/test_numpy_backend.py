@@ -206,8 +206,8 @@ def test_extra_memory_is_a_few_tiles_whatever_the_size(tiling, shape):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # Scratch is a few 512 KiB tiles per worker (NumPy), or 384 KiB of row results per
-    # worker (compiled); the output is 4 bytes a row.
+    # Scratch is a few 512 KiB tiles per worker (NumPy), or nothing (compiled: the kernels
+    # write into the output); the output is 4 bytes a row.
     assert peak - 4 * shape[0] < 4 * 2**20, peak
 
 
