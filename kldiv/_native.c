@@ -615,8 +615,7 @@ PyMODINIT_FUNC PyInit__native(void)
     if (module == NULL) {
         return NULL;
     }
-    if (PyModule_AddStringConstant(module, "SOURCE_SHA256", KLDIV_SOURCE_SHA256) < 0 ||
-        PyModule_AddIntConstant(module, "CHUNK", CHUNK) < 0) {
+    if (PyModule_AddStringConstant(module, "SOURCE_SHA256", KLDIV_SOURCE_SHA256) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -3,7 +3,6 @@
 from typing import Any
 
 SOURCE_SHA256: str
-CHUNK: int
 
 def kl_rows(
     p: Any, q: Any, out: Any, tolerance: float | None = None, variant: str | None = None
