@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.exceptions import AxisError
 
-from kldiv import _compat
+from kldiv import _compat, _dtypes
 
 Array = Any
 Namespace = Any
@@ -33,6 +33,8 @@ def namespace(names: Sequence[str], arrays: Sequence[object]) -> tuple[Namespace
     the first array beside them, NumPy's defaults when there is none, so
     ``kl_div([0.5, 0.5], q_tensor)`` works. Arrays of two libraries, or on two devices, raise.
     """
+    for name, a in zip(names, arrays, strict=True):
+        _check_usable(name, a)
     real = [(n, a) for n, a in zip(names, arrays, strict=True) if _compat.is_array_api_obj(a)]
     if real:
         try:
@@ -68,6 +70,35 @@ def namespace(names: Sequence[str], arrays: Sequence[object]) -> tuple[Namespace
                 raise TypeError(msg) from exc
         converted.append(a)
     return xp, converted
+
+
+def _check_usable(name: str, a: object) -> None:
+    """Refuse what would otherwise be converted into a wrong number, or fail far from here.
+
+    ``None`` and strings would become NaN or a float through ``asarray``; a masked array's mask
+    would be ignored; an array with unknown sizes (Dask after boolean indexing) cannot be
+    checked against the other's shape.
+    """
+    if a is None or isinstance(a, (str, bytes)):
+        msg = f"{name} must be an array or a sequence of numbers, not {_type_name(a)}"
+        raise TypeError(msg)
+    if isinstance(a, np.ma.MaskedArray):
+        msg = (
+            f"{name} is a NumPy masked array, and kldiv does not honour masks; pass "
+            f"{name}.filled(0) to count masked entries as zero probability, or a plain array"
+        )
+        raise TypeError(msg)
+    shape = getattr(a, "shape", None) if _compat.is_array_api_obj(a) else None
+    if shape is not None and any(
+        s is None or (isinstance(s, float) and math.isnan(s)) for s in shape
+    ):
+        shown = tuple("?" if s is None or s != s else s for s in shape)
+        msg = (
+            f"{name} has unknown sizes along some axes (shape {shown}), as Dask arrays have "
+            f"after boolean indexing; call {name}.compute_chunk_sizes() first (Dask), or pass "
+            "an array of known shape"
+        )
+        raise ValueError(msg)
 
 
 def check_floating(name: str, x: Array, xp: Namespace) -> None:
@@ -177,35 +208,56 @@ def check_probabilities(name: str, x: Array, xp: Namespace) -> None:
         return
     index = first_true(bad, xp)
     value = float(x[index])
-    kind = "NaN" if math.isnan(value) else "infinite" if math.isinf(value) else "negative"
+    kind = "a NaN" if math.isnan(value) else "an infinite" if math.isinf(value) else "a negative"
     msg = (
-        f"{name} has a {kind} entry ({value!r}) at index {show_index(index)}; "
+        f"{name} has {kind} entry ({value!r}) at index {show_index(index)}; "
         "probabilities must be finite and non-negative"
     )
     raise ValueError(msg)
 
 
+# The widest float whose rounding a normalised row may carry: rows are often normalised in
+# float32 (a softmax on a GPU, a float32 model) and only then cast to float64.
+_NORMALISED_IN = "float32"
+
+
 def sum_tolerance(dtype: Any, n: int, xp: Namespace) -> float:
     """How far off 1 a row of ``n`` entries of ``dtype`` may sum and still count as normalised.
 
-    A row normalised in its own dtype, ``p / p.sum()``, carries the rounding of each entry
-    (half an ulp each, at most ``eps/2`` in total) and of the sum it was divided by, which
-    grows like ``sqrt(n)`` ulps for a pairwise or blocked sum. Eight ulps plus ``4 sqrt(n)``
-    covers both with room. Capped at 1e-3, so that a long float16 row (eps 1e-3) off by more
-    than a tenth of a percent still counts as never normalised.
+    The table, with ``eps`` the machine epsilon of the dtype (docs/index.md, "Validation"):
+
+    - 16-bit floats (float16, bfloat16): ``4*eps``. Each entry of a row normalised in its own
+      dtype is rounded once (``eps/2`` relative, at most ``eps/2`` of the row's sum of 1), and
+      the sum it was divided by is rounded once more; libraries accumulate such sums in
+      float32, so the error does not grow with ``n``. Measured on softmaxes and ``p / p.sum()``
+      rows of PyTorch and NumPy: at most ``0.62*eps``.
+    - float32: ``eps*(8 + 4*sqrt(n))``: the entries' rounding and that of a float32 sum, which
+      grows like ``sqrt(n)`` ulps for a pairwise or blocked sum.
+    - float64 and wider: float32's value, so that a row normalised in float32 and then cast up
+      passes (it is off 1 by a float32 rounding, far above float64's own).
+
+    Counts, logits or forgotten softmaxes are off 1 by far more than any of these.
     """
-    eps = float(xp.finfo(dtype).eps)
-    return min(eps * (8.0 + 4.0 * math.sqrt(max(n, 1))), 1e-3)
+    info = xp.finfo(dtype)
+    bits = int(getattr(info, "bits", 8 * np.dtype(np.float64).itemsize))
+    if bits <= 16:
+        return 4.0 * float(info.eps)
+    eps = float(np.finfo(_NORMALISED_IN).eps)
+    return eps * (8.0 + 4.0 * math.sqrt(max(n, 1)))
 
 
 def check_normalised(
     name: str, x: Array, axes: tuple[int, ...], compute_dtype: Any, xp: Namespace
 ) -> None:
-    """Raise ``ValueError`` at the first row of ``x`` along ``axes`` not summing to 1."""
+    """Raise ``ValueError`` at the first row of ``x`` along ``axes`` not summing to 1.
+
+    The sums accumulate in ``compute_dtype`` (float32 at least, so bfloat16 rows are summed
+    in float32) without a cast copy of ``x``: the reduction converts as it reads.
+    """
     n = math.prod(x.shape[a] for a in axes)
     tol = sum_tolerance(x.dtype, n, xp)
-    sums = xp.sum(xp.astype(x, compute_dtype), axis=axes)
-    bad = xp.abs(sums - 1) > tol
+    sums = xp.sum(x, axis=axes, dtype=compute_dtype)
+    bad = ~(xp.abs(sums - 1) <= tol)
     if bad.ndim == 0:
         bad = xp.reshape(bad, (1,))
         sums = xp.reshape(sums, (1,))
@@ -221,6 +273,16 @@ def check_normalised(
     raise ValueError(msg)
 
 
+def unnormalised_rows(x: Array, axes: tuple[int, ...], keepdims: bool, xp: Namespace) -> Array:
+    """Where a row of ``x`` along ``axes`` is not within :func:`sum_tolerance` of 1 (or holds
+    NaN): the lazy form of :func:`check_normalised`, a mask shaped like a reduction over
+    ``axes`` with ``keepdims``, never read here."""
+    n = math.prod(x.shape[a] for a in axes)
+    work = _dtypes.compute_dtype(xp, x.dtype, _compat.device(x))
+    sums = xp.sum(x, axis=axes, keepdims=keepdims, dtype=work)
+    return ~(xp.abs(sums - 1) <= sum_tolerance(x.dtype, n, xp))
+
+
 def check_logits(name: str, x: Array, axes: tuple[int, ...], xp: Namespace) -> None:
     """Raise ``ValueError`` at a NaN or ``+inf`` logit, or a row with no finite logit."""
     if x.ndim == 0:
@@ -229,9 +291,10 @@ def check_logits(name: str, x: Array, axes: tuple[int, ...], xp: Namespace) -> N
     if bool(xp.any(bad)):
         index = first_true(bad, xp)
         value = float(x[index])
+        kind = "a NaN" if math.isnan(value) else "an infinite"
         msg = (
-            f"{name} has a {value!r} entry at index {show_index(index)}; logits must be finite "
-            "or -inf (a zero probability)"
+            f"{name} has {kind} entry ({value!r}) at index {show_index(index)}; logits must be "
+            "finite or -inf (a zero probability)"
         )
         raise ValueError(msg)
     empty = ~xp.any(x > -xp.inf, axis=axes)
