@@ -26,6 +26,7 @@ Elsewhere ``log(p) - log(q)`` replaces ``log(p/q)``, since ``p/q`` overflows for
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from kldiv._compat import device
@@ -47,64 +48,112 @@ def _upcast(xp: Namespace, *arrays: Array) -> tuple[Any, Any, list[Array]]:
 
 
 def _positive_or_one(x: Array, xp: Namespace) -> Array:
-    """``x`` with its non-positive entries replaced by 1, to take logs without warnings."""
-    return xp.where(x > 0, x, xp.ones_like(x))
+    """``x`` with its entries that are not positive and finite replaced by 1, to compute
+    with, without warnings, what the caller then masks.
+
+    Every masked operand is made harmless this way before the operation, not after: under
+    autodiff, ``where`` sends a zero gradient into the branch it drops, and a zero times the
+    infinite derivative of ``log(0)`` would be NaN.
+    """
+    return xp.where((x > 0) & (x < xp.inf), x, xp.ones_like(x))
+
+
+def _invalid(xp: Namespace, *arrays: Array) -> Array:
+    """Where an entry of ``arrays`` is negative, NaN or infinite: what validation refuses, and
+    what gives NaN, never a number, where it is not checked."""
+    bad = ~(xp.isfinite(arrays[0]) & (arrays[0] >= 0))
+    for x in arrays[1:]:
+        bad = bad | ~(xp.isfinite(x) & (x >= 0))
+    return bad
+
+
+def _log_ratio(p: Array, q: Array, xp: Namespace) -> tuple[Array, Array, Array]:
+    """``log(p/q)`` for ``p, q > 0``, exact to a rounding relative to its value; the ``near``
+    mask, ``|s| < 1/2`` with ``s = (p - q)/(p + q)``; and ``s`` there (0 elsewhere).
+
+    Near ``p == q`` it is ``2*atanh(s)``, ``s`` exact to one rounding. Elsewhere
+    ``|log(p/q)| > log(3)``, and ``log`` of the rounded ratio is exact relative to that; where
+    the ratio would come near overflow or underflow, ``log(p) - log(q)`` is, since then
+    ``|log(p/q)|`` is over 670 (float64; 84 for float32 arithmetic).
+    Entries with ``p`` or ``q`` not positive get a finite placeholder, for the caller to mask.
+    """
+    p1, q1 = _positive_or_one(p, xp), _positive_or_one(q, xp)
+    s = (p1 - q1) / (p1 + q1)
+    near = xp.abs(s) < _NEAR
+    s_near = xp.where(near, s, xp.zeros_like(s))
+    difference = xp.log(p1) - xp.log(q1)
+    # the ratio where it is a normal float, well inside the range: |log(p/q)| < 700 (float64);
+    # float32's range when the compute dtype is float32
+    limit = 0.95 * math.log(float(xp.finfo(p1.dtype).max))
+    plain = xp.abs(difference) < limit
+    one = xp.ones_like(p1)
+    ratio = xp.where(plain, p1, one) / xp.where(plain, q1, one)
+    log_far = xp.where(plain, xp.log(ratio), difference)
+    return xp.where(near, 2 * xp.atanh(s_near), log_far), near, s_near
 
 
 def kl_terms(p: Array, q: Array, xp: Namespace) -> Array:
-    """``t(p, q) = p*log(p/q) - p + q``, elementwise; see the module docstring.
+    """``t(p, q) = p*log(p/q) - p + q >= 0``, elementwise; see the module docstring.
 
     ``t(0, q) = q``; ``t(p, 0) = inf`` for ``p > 0``; ``t(0, 0) = 0``; NaN where either is
-    NaN or negative, so that unchecked bad input never turns into a number.
+    negative, NaN or infinite, so that unchecked bad input never turns into a number.
     """
-    total = p + q
-    s = (p - q) / _positive_or_one(total, xp)
-    near = xp.abs(s) < _NEAR
-    s_near = xp.where(near, s, xp.zeros_like(s))
-    t_near = total * (s_near * s_near + (1 + s_near) * (xp.atanh(s_near) - s_near))
-    log_ratio = xp.log(_positive_or_one(p, xp)) - xp.log(_positive_or_one(q, xp))
-    t_far = p * log_ratio - (p - q)
-    t = xp.where(near, t_near, t_far)
+    log_ratio, near, s = _log_ratio(p, q, xp)
+    p1, q1 = _positive_or_one(p, xp), _positive_or_one(q, xp)
+    t_near = (p1 + q1) * (s * s + (1 + s) * (xp.atanh(s) - s))
+    t = xp.where(near, t_near, p1 * log_ratio - (p1 - q1))
     t = xp.where(q > 0, t, xp.full_like(t, xp.inf))
     t = xp.where(p > 0, t, q)
-    bad = (p < 0) | (q < 0) | xp.isnan(p) | xp.isnan(q)
-    return xp.where(bad, xp.full_like(t, xp.nan), t)
+    return xp.where(_invalid(xp, p, q), xp.full_like(t, xp.nan), t)
+
+
+def _kl_parts(p: Array, q: Array, xp: Namespace) -> tuple[Array, Array]:
+    """``(t, m)`` elementwise with ``KL(p || q) = sum(t) + sum(m)`` and ``t >= 0``.
+
+    Near ``p == q`` (``|s| < 1/2``) an entry goes in as ``t = p*log(p/q) - (p - q)`` and
+    ``m = p - q``: ``t`` is what near-identical distributions would lose to cancellation, and
+    ``p - q`` is exact there. Far from it, ``m = p*log(p/q)`` whole, so that a large ``q``
+    (an unnormalised measure) never makes a large ``t`` that the mass difference would cancel:
+    each entry is exact to a rounding, and the result to a rounding of ``sum(|m|) + sum(t)``.
+    ``p == 0`` gives ``(0, 0)``; ``p > 0 == q`` gives ``m = inf``; bad input NaN.
+    """
+    log_ratio, near, s = _log_ratio(p, q, xp)
+    p1, q1 = _positive_or_one(p, xp), _positive_or_one(q, xp)
+    zero = xp.zeros_like(p1)
+    t = xp.where(near, (p1 + q1) * (s * s + (1 + s) * (xp.atanh(s) - s)), zero)
+    m = xp.where(near, p1 - q1, p1 * log_ratio)
+    m = xp.where(q > 0, m, xp.full_like(m, xp.inf))
+    live = p > 0
+    t, m = xp.where(live, t, zero), xp.where(live, m, zero)
+    return t, xp.where(_invalid(xp, p, q), xp.full_like(m, xp.nan), m)
 
 
 def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
-    """Elementwise ``p*log(p/q)``: 0 where ``p == 0``, ``inf`` where ``p > 0 == q``."""
+    """Elementwise ``p*log(p/q)``: 0 where ``p == 0``, ``inf`` where ``p > 0 == q``; NaN for
+    a negative, NaN or infinite entry."""
     del validate  # the public layer has checked the values already
     out_dtype, _, (p, q) = _upcast(xp, p, q)
-    total = p + q
-    s = (p - q) / _positive_or_one(total, xp)
-    near = xp.abs(s) < _NEAR
-    s_near = xp.where(near, s, xp.zeros_like(s))
-    log_ratio = xp.where(
-        near,
-        2 * xp.atanh(s_near),
-        xp.log(_positive_or_one(p, xp)) - xp.log(_positive_or_one(q, xp)),
-    )
-    r = p * log_ratio
+    log_ratio, _, _ = _log_ratio(p, q, xp)
+    r = _positive_or_one(p, xp) * log_ratio
     r = xp.where(q > 0, r, xp.full_like(r, xp.inf))
     r = xp.where(p > 0, r, xp.zeros_like(r))
-    bad = (p < 0) | (q < 0) | xp.isnan(p) | xp.isnan(q)
-    r = xp.where(bad, xp.full_like(r, xp.nan), r)
+    r = xp.where(_invalid(xp, p, q), xp.full_like(r, xp.nan), r)
     return xp.astype(r, out_dtype)
 
 
 def kl_div(
     p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
 ) -> Array:
-    """``sum(t(p, q)) + sum(p - q)`` along ``axes``; with ``validate``, no result below 0.
+    """``sum(t) + sum(m)`` of :func:`_kl_parts` along ``axes``; with ``validate``, no result
+    below 0.
 
-    The mass difference ``sum(p - q)`` is what makes the non-negative terms add up to
-    ``sum(p*log(p/q))`` exactly. For distributions it is a rounding, and a KL divergence
-    below zero can only be that rounding: with ``validate`` (the rows were checked to be
-    distributions) such a result becomes 0.
+    For distributions the two sums differ by far more than a rounding only where KL is large,
+    and a KL divergence below zero can only be the rounding of the inputs' sums: with
+    ``validate`` (the rows were checked to be distributions) such a result becomes 0.
     """
     out_dtype, _, (p, q) = _upcast(xp, p, q)
-    kl = xp.sum(kl_terms(p, q, xp), axis=axes, keepdims=keepdims)
-    kl = kl + xp.sum(p - q, axis=axes, keepdims=keepdims)
+    t, m = _kl_parts(p, q, xp)
+    kl = xp.sum(t, axis=axes, keepdims=keepdims) + xp.sum(m, axis=axes, keepdims=keepdims)
     if validate:
         kl = xp.where(kl < 0, xp.zeros_like(kl), kl)
     return xp.astype(kl, out_dtype)
@@ -113,26 +162,32 @@ def kl_div(
 def entropy(
     p: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
 ) -> Array:
-    """``-sum(p*log(p))`` along ``axes``, with ``0*log(0) = 0``."""
+    """``-sum(p*log(p))`` along ``axes``, with ``0*log(0) = 0``; never ``-0.``."""
     del validate  # the public layer has checked the values already
     out_dtype, _, (p,) = _upcast(xp, p)
-    terms = -p * xp.log(_positive_or_one(p, xp))
-    terms = xp.where(p < 0, xp.full_like(terms, xp.nan), terms)
-    return xp.astype(xp.sum(terms, axis=axes, keepdims=keepdims), out_dtype)
+    p1 = _positive_or_one(p, xp)
+    terms = p1 * xp.log(p1)
+    terms = xp.where(_invalid(xp, p), xp.full_like(terms, xp.nan), terms)
+    # 0 - x rather than -x: a point mass sums to 0., whose negation would print as -0.
+    return xp.astype(0 - xp.sum(terms, axis=axes, keepdims=keepdims), out_dtype)
 
 
 def cross_entropy(
     p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
 ) -> Array:
-    """``-sum(p*log(q))`` along ``axes``: 0 where ``p == 0``, ``inf`` where ``p > 0 == q``."""
+    """``-sum(p*log(q))`` along ``axes``: 0 where ``p == 0``, ``inf`` where ``p > 0 == q``.
+
+    ``p`` is not masked where ``q > 0``: ``p*log(q)`` is 0 at ``p == 0`` by itself, and its
+    derivative there, ``log(q)``, is the true one.
+    """
     del validate  # the public layer has checked the values already
     out_dtype, _, (p, q) = _upcast(xp, p, q)
-    terms = -p * xp.log(_positive_or_one(q, xp))
-    terms = xp.where(q > 0, terms, xp.full_like(terms, xp.inf))
-    terms = xp.where(p > 0, terms, xp.zeros_like(terms))
-    bad = (p < 0) | (q < 0) | xp.isnan(p) | xp.isnan(q)
-    terms = xp.where(bad, xp.full_like(terms, xp.nan), terms)
-    return xp.astype(xp.sum(terms, axis=axes, keepdims=keepdims), out_dtype)
+    finite_p = xp.where(xp.isfinite(p), p, xp.zeros_like(p))  # p == 0 kept, for its gradient
+    terms = finite_p * xp.log(_positive_or_one(q, xp))
+    unbounded = xp.where(p > 0, xp.full_like(terms, -xp.inf), xp.zeros_like(terms))
+    terms = xp.where(q > 0, terms, unbounded)
+    terms = xp.where(_invalid(xp, p, q), xp.full_like(terms, xp.nan), terms)
+    return xp.astype(0 - xp.sum(terms, axis=axes, keepdims=keepdims), out_dtype)
 
 
 def js_div(
@@ -145,36 +200,111 @@ def js_div(
     """
     del validate  # the public layer has checked the values already
     out_dtype, _, (p, q) = _upcast(xp, p, q)
-    m = (p + q) / 2
+    m = p / 2 + q / 2  # not (p + q)/2, which overflows for two huge entries
     terms = kl_terms(p, m, xp) + kl_terms(q, m, xp)
+    terms = xp.where(_invalid(xp, p, q), xp.full_like(terms, xp.nan), terms)
     return xp.astype(xp.sum(terms, axis=axes, keepdims=keepdims) / 2, out_dtype)
 
 
 def log_softmax(a: Array, axes: tuple[int, ...], xp: Namespace) -> Array:
-    """``a - logsumexp(a)`` along ``axes``; rows hold at least one finite entry."""
+    """``a - logsumexp(a)`` along ``axes``; NaN for a row with no finite entry."""
+    return _shift(a, _log_sum_exp(a, axes, xp), xp)
+
+
+def _shift(a: Array, lse: Array, xp: Namespace) -> Array:
+    """``a - lse`` for a finite ``lse``, NaN where it is not."""
+    finite = xp.isfinite(lse)
+    shifted = a - xp.where(finite, lse, xp.zeros_like(lse))
+    return xp.where(finite, shifted, xp.full_like(shifted, xp.nan))
+
+
+def _log_sum_exp(a: Array, axes: tuple[int, ...], xp: Namespace) -> Array:
     peak = xp.max(a, axis=axes, keepdims=True)
-    shifted = a - peak
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axes, keepdims=True))
+    safe = xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak))
+    total = xp.sum(xp.exp(a - safe), axis=axes, keepdims=True)
+    # a row with no finite entry: -inf (or NaN, for NaN or +inf), without a log(0) warning
+    return xp.where(total > 0, safe + xp.log(_positive_or_one(total, xp)), peak)
 
 
-def logit_terms(la: Array, lb: Array, xp: Namespace) -> Array:
-    """``t = p*log(p/q) - p + q`` from log-probabilities ``la = log p``, ``lb = log q``.
+# (k - 1)/k! for k = 2..18: phi(exp(d)) = d*exp(d) - expm1(d) = sum over k >= 2 of c_k d**k.
+# At |d| < 1/2 the first term left out, c_19 d**19, is below 1e-22 of the sum.
+_PHI_SERIES = tuple((k - 1) / math.factorial(k) for k in range(2, 19))
 
-    With ``d = la - lb``, ``p - q = q*expm1(d)`` keeps its digits for small ``d``; each term
-    is clipped at 0, which it can only miss by a rounding.
+
+def _phi_exp(d: Array, xp: Namespace) -> Array:
+    """``phi(exp(d)) / d**2`` for ``|d| < 1/2``, by its series: no cancellation near 0."""
+    poly = xp.full_like(d, _PHI_SERIES[-1])
+    for c in reversed(_PHI_SERIES[:-1]):
+        poly = poly * d + c
+    return poly
+
+
+def logit_terms(la: Array, lb: Array, xp: Namespace, d: Array | None = None) -> Array:
+    """``t = p*log(p/q) - p + q >= 0`` from log-probabilities ``la = log p``, ``lb = log q``.
+
+    With ``d = la - lb`` (or the more exact ``d`` given), ``t = q*phi(exp(d))``; for
+    ``|d| < 1/2`` that is ``q*d**2*S(d)`` by a series, which cancels nothing, and elsewhere
+    ``p*d - (p - q)``, whose parts do not cancel. Each term is clipped at 0, which it can only
+    miss by a rounding.
     """
     p = xp.exp(la)
     q = xp.exp(lb)
     zero = xp.zeros_like(la)
     finite = (la > -xp.inf) & (lb > -xp.inf)
-    d = xp.where(finite, la, zero) - xp.where(finite, lb, zero)
-    small = xp.abs(d) < 1
-    mass = xp.where(small, q * xp.expm1(xp.where(small, d, zero)), p - q)
-    t = p * d - mass
+    if d is None:
+        d = xp.where(finite, la, zero) - xp.where(finite, lb, zero)
+    d = xp.where(finite, d, zero)
+    small = xp.abs(d) < _NEAR
+    d_small = xp.where(small, d, zero)
+    t = xp.where(small, q * d_small * d_small * _phi_exp(d_small, xp), p * d - (p - q))
     # Conditions that are False for NaN, so that a NaN logit gives NaN and never a number.
     t = xp.where(t < 0, xp.zeros_like(t), t)
     t = xp.where(lb == -xp.inf, xp.full_like(t, xp.inf), t)
     return xp.where(la == -xp.inf, q, t)
+
+
+def _two_diff(a: Array, b: Array) -> tuple[Array, Array]:
+    """``a - b`` as ``hi + lo`` exactly (Knuth's TwoSum of ``a`` and ``-b``)."""
+    hi = a - b
+    b_part = hi - a
+    a_part = hi - b_part
+    return hi, (a - a_part) - (b + b_part)
+
+
+def _log_ratios(
+    a: Array, b: Array, axes: tuple[int, ...], xp: Namespace
+) -> tuple[Array, Array, Array]:
+    """``(d, la, lb)``: ``la = log softmax(a)``, ``lb = log softmax(b)``, and ``d = la - lb``
+    exact to a rounding relative to each ``d``.
+
+    ``d = (a - b) - D`` with ``D = lse(a) - lse(b)``. Taking ``D`` as the difference of two
+    rounded log-sum-exps leaves it off by a rounding of their size, which is all of ``d`` for
+    near-identical rows. So ``D`` is first guessed that way (``c``), then corrected by what the
+    softmaxes summing to 1 says exactly: ``sum(q*exp(d0)) = exp(D - c)`` with
+    ``d0 = (a - b) - c``, so ``D - c = log1p(sum(q*expm1(d0)))``, a small sum of terms each
+    exact to a rounding. ``a - b`` is kept exact as ``hi + lo``. Entries where ``a`` or ``b``
+    is ``-inf`` get 0, for :func:`logit_terms` to mask.
+    """
+    both = (a > -xp.inf) & (b > -xp.inf)
+    zero = xp.zeros_like(a)
+    lse_a, lse_b = _log_sum_exp(a, axes, xp), _log_sum_exp(b, axes, xp)
+    c = lse_a - lse_b
+    c = xp.where(xp.isfinite(c), c, xp.zeros_like(c))
+    hi, lo = _two_diff(xp.where(both, a, zero), xp.where(both, b, zero))
+    d0 = xp.where(both, (hi - c) + lo, zero)
+    lb = _shift(b, lse_b, xp)
+    q = xp.exp(lb)
+    moderate = xp.abs(d0) < 1
+    d_mod = xp.where(moderate, d0, zero)
+    # q*expm1(d0), or exp(lb + d0) - q where expm1 alone could overflow and the two do not
+    # cancel; p = 0 (a = -inf) takes away all of q; q = 0 (b = -inf) adds nothing
+    weight = xp.where(moderate, q * xp.expm1(d_mod), xp.exp(lb + xp.where(moderate, zero, d0)) - q)
+    weight = xp.where(both, weight, xp.where(b > -xp.inf, -q, zero))
+    total = xp.sum(weight, axis=axes, keepdims=True)
+    # > -1 but for a row with no finite entry in a, which comes out NaN in the end
+    usable = (total > -1) & (total < xp.inf)
+    correction = xp.log1p(xp.where(usable, total, xp.zeros_like(total)))
+    return d0 - correction, _shift(a, lse_a, xp), lb
 
 
 def kl_div_logits(
@@ -182,12 +312,16 @@ def kl_div_logits(
 ) -> Array:
     """KL(softmax(a) || softmax(b)) along ``axes``, all in log space.
 
-    Both softmaxes sum to 1 exactly in real arithmetic, so no mass difference is added.
+    Both softmaxes sum to 1 exactly in real arithmetic, so no mass difference is added. A NaN
+    or ``+inf`` logit, or a row with no finite one, gives NaN.
     """
     del validate  # the public layer has checked the values already
     out_dtype, _, (a, b) = _upcast(xp, a, b)
     a, b = xp.broadcast_arrays(a, b)
-    terms = logit_terms(log_softmax(a, axes, xp), log_softmax(b, axes, xp), xp)
+    d, la, lb = _log_ratios(a, b, axes, xp)
+    terms = logit_terms(la, lb, xp, d)
+    bad = xp.isnan(a) | xp.isnan(b) | (a == xp.inf) | (b == xp.inf)
+    terms = xp.where(bad, xp.full_like(terms, xp.nan), terms)
     return xp.astype(xp.sum(terms, axis=axes, keepdims=keepdims), out_dtype)
 
 

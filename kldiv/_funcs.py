@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -19,6 +19,16 @@ from kldiv._dtypes import compute_dtype
 
 Array = Any
 Axis = int | tuple[int, ...] | None
+
+
+class _Prepared(NamedTuple):
+    xp: Any
+    backend: ModuleType
+    arrays: list[Array]
+    axes: tuple[int, ...]
+    # Probabilities whose values could not be read (lazy arrays, traced or fake tensors) but
+    # should have been validated: their rows off 1 make the result NaN (:func:`_finish`).
+    unread: list[Array]
 
 
 def _prepare(
@@ -31,12 +41,14 @@ def _prepare(
     reduce: bool = True,
     logits: bool = False,
     base: float | None = None,
-) -> tuple[Any, ModuleType, list[Array], tuple[int, ...]]:
+) -> _Prepared:
     """Namespace, backend, arrays and normalised axes, after every check the arguments need.
 
     ``base`` is checked first, so that a bad one fails before any work on the arrays. The
     value checks are left to a backend that fuses them into its own pass over the data
-    (``CHECKS_VALUES``); shape and dtype checks always run here.
+    (``CHECKS_VALUES``); shape and dtype checks always run here. Arrays whose values cannot
+    be read are not checked here; what the checks would refuse gives NaN instead: bad
+    entries by the arithmetic itself, rows off 1 by :func:`_finish`.
     """
     v.check_base(base)
     xp, checked = v.namespace(names, arrays)
@@ -49,9 +61,14 @@ def _prepare(
         axes = v.normalize_axis(axis, len(shape), func)
         v.check_distribution_axes(names, checked, shape, axes)
         v.check_not_empty(func, shape, axes)
-    if validate and not getattr(backend, "CHECKS_VALUES", False):
+    unread: list[Array] = []
+    if validate:
         for name, x in zip(names, checked, strict=True):
             if not _compat.values_are_readable(x):
+                if axes and not logits:
+                    unread.append(v.expand_to(x, len(shape), xp))
+                continue
+            if getattr(backend, "CHECKS_VALUES", False):
                 continue
             if logits:
                 v.check_logits(name, v.expand_to(x, len(shape), xp), axes, xp)
@@ -60,7 +77,20 @@ def _prepare(
             if axes:
                 work = compute_dtype(xp, x.dtype, _compat.device(x))
                 v.check_normalised(name, v.expand_to(x, len(shape), xp), axes, work, xp)
-    return xp, backend, checked, axes
+    return _Prepared(xp, backend, checked, axes, unread)
+
+
+def _finish(out: Array, prepared: _Prepared, keepdims: bool, base: float | None) -> Array:
+    """``out`` in ``base`` units, NaN where an unread distribution is off 1.
+
+    The row sums join the lazy computation (one more reduction in Dask's graph or XLA's),
+    so nothing is computed before the caller asks for the result.
+    """
+    xp = prepared.xp
+    for x in prepared.unread:
+        bad = v.unnormalised_rows(x, prepared.axes, keepdims, xp)
+        out = xp.where(bad, xp.full_like(out, xp.nan), out)
+    return _in_base(out, base)
 
 
 def _as_array(x: Array) -> Array:
@@ -112,8 +142,9 @@ def rel_entr(p: Array, q: Array, /, *, validate: bool = True) -> Array:
     >>> kldiv.rel_entr(np.array([0.0, 0.5, 0.5]), np.array([0.0, 0.25, 0.0]))
     array([0.        , 0.34657359,        inf])
     """
-    xp, backend, (p, q), _ = _prepare("rel_entr", ("p", "q"), (p, q), None, validate, reduce=False)
-    return _as_array(backend.rel_entr(p, q, validate=validate, xp=xp))
+    prep = _prepare("rel_entr", ("p", "q"), (p, q), None, validate, reduce=False)
+    p, q = prep.arrays
+    return _as_array(prep.backend.rel_entr(p, q, validate=validate, xp=prep.xp))
 
 
 def kl_div(
@@ -186,9 +217,12 @@ def kl_div(
     >>> kldiv.kl_div(np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5]), base=2)
     array(1.)
     """
-    xp, backend, (p, q), axes = _prepare("kl_div", ("p", "q"), (p, q), axis, validate, base=base)
-    out = backend.kl_div(p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
-    return _in_base(out, base)
+    prep = _prepare("kl_div", ("p", "q"), (p, q), axis, validate, base=base)
+    p, q = prep.arrays
+    out = prep.backend.kl_div(
+        p, q, axes=prep.axes, keepdims=keepdims, validate=validate, xp=prep.xp
+    )
+    return _finish(out, prep, keepdims, base)
 
 
 def kl_div_logits(
@@ -234,11 +268,12 @@ def kl_div_logits(
     >>> kldiv.kl_div_logits(a, b)
     array(0.6931472, dtype=float32)
     """
-    xp, backend, (a, b), axes = _prepare(
-        "kl_div_logits", ("a", "b"), (a, b), axis, validate, logits=True, base=base
+    prep = _prepare("kl_div_logits", ("a", "b"), (a, b), axis, validate, logits=True, base=base)
+    a, b = prep.arrays
+    out = prep.backend.kl_div_logits(
+        a, b, axes=prep.axes, keepdims=keepdims, validate=validate, xp=prep.xp
     )
-    out = backend.kl_div_logits(a, b, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
-    return _in_base(out, base)
+    return _finish(out, prep, keepdims, base)
 
 
 def entropy(
@@ -271,9 +306,10 @@ def entropy(
     >>> kldiv.entropy(np.array([0.5, 0.25, 0.25, 0.0]), base=2)
     array(1.5)
     """
-    xp, backend, (p,), axes = _prepare("entropy", ("p",), (p,), axis, validate, base=base)
-    out = backend.entropy(p, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
-    return _in_base(out, base)
+    prep = _prepare("entropy", ("p",), (p,), axis, validate, base=base)
+    (p,) = prep.arrays
+    out = prep.backend.entropy(p, axes=prep.axes, keepdims=keepdims, validate=validate, xp=prep.xp)
+    return _finish(out, prep, keepdims, base)
 
 
 def cross_entropy(
@@ -310,11 +346,12 @@ def cross_entropy(
     >>> kldiv.cross_entropy(np.array([0.5, 0.5]), np.array([0.25, 0.75]), base=2)
     array(1.20751875)
     """
-    xp, backend, (p, q), axes = _prepare(
-        "cross_entropy", ("p", "q"), (p, q), axis, validate, base=base
+    prep = _prepare("cross_entropy", ("p", "q"), (p, q), axis, validate, base=base)
+    p, q = prep.arrays
+    out = prep.backend.cross_entropy(
+        p, q, axes=prep.axes, keepdims=keepdims, validate=validate, xp=prep.xp
     )
-    out = backend.cross_entropy(p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
-    return _in_base(out, base)
+    return _finish(out, prep, keepdims, base)
 
 
 def js_div(
@@ -351,6 +388,9 @@ def js_div(
     >>> kldiv.js_div(np.array([1.0, 0.0]), np.array([0.0, 1.0]), base=2)
     array(1.)
     """
-    xp, backend, (p, q), axes = _prepare("js_div", ("p", "q"), (p, q), axis, validate, base=base)
-    out = backend.js_div(p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
-    return _in_base(out, base)
+    prep = _prepare("js_div", ("p", "q"), (p, q), axis, validate, base=base)
+    p, q = prep.arrays
+    out = prep.backend.js_div(
+        p, q, axes=prep.axes, keepdims=keepdims, validate=validate, xp=prep.xp
+    )
+    return _finish(out, prep, keepdims, base)

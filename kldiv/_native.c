@@ -421,7 +421,7 @@ static char kl_check_pair(const Py_buffer *x, const Py_buffer *y, const char *na
 /* Run the row kernel `run` on all rows and finish each row as kl_rows's docstring says;
  * returns whether a row is off 1 by more than tolerance (< 0: no check). No GIL needed. */
 static int kl_rows_finish(kl_rows_fn run, const Py_buffer *p, const Py_buffer *q, void *out,
-                          char out_kind, double tolerance)
+                          char out_kind, double tolerance, int redo_cancelled)
 {
     double res[3 * KL_BLOCK_ROWS];
     const Py_ssize_t rows = p->shape[0];
@@ -436,6 +436,13 @@ static int kl_rows_finish(kl_rows_fn run, const Py_buffer *p, const Py_buffer *q
             if (!(isfinite(kl) && isfinite(sum_p) && isfinite(sum_q))) {
                 kl = (double)NAN; /* for the caller to redo */
             }
+            else if (redo_cancelled && kl - (sum_p - sum_q) > 2.0 * fabs(kl)) {
+                /* Unchecked measures of different masses: sum(t) = kl - sum(p - q) is over
+                 * twice the result, and its rounding would show in it (a large q where p
+                 * is 0 makes t = q, which the mass difference cancels). The caller redoes
+                 * the row with each entry's p*log(p/q) kept whole. */
+                kl = (double)NAN;
+            }
             else if (tolerance >= 0.0) {
                 off |= !(fabs(sum_p - 1.0) <= tolerance && fabs(sum_q - 1.0) <= tolerance);
                 kl = kl < 0.0 ? 0.0 : kl;
@@ -447,22 +454,28 @@ static int kl_rows_finish(kl_rows_fn run, const Py_buffer *p, const Py_buffer *q
 }
 
 PyDoc_STRVAR(kl_rows_doc,
-             "kl_rows(p, q, out, tolerance=None, variant=None)\n--\n\n"
+             "kl_rows(p, q, out, tolerance=None, variant=None, *, redo_cancelled=False)\n"
+             "--\n\n"
              "For each row r of the 2-D float32 or float64 arrays p and q (same shape and\n"
              "dtype, each row contiguous, any row stride), write out[r] = KL(p[r] || q[r])\n"
              "into the C-contiguous 1-D float32 or float64 array out, or NaN for a row to\n"
              "redo: one holding an element outside the fast domain (q not a positive normal\n"
-             "float; p not one or zero), or whose arithmetic overflowed. With a tolerance,\n"
-             "KLs below 0 are written as 0, and the result says whether a row not to redo\n"
-             "has sum(p) or sum(q) off 1 by more than it. variant names one of variants();\n"
+             "float; p not one or zero), or whose arithmetic overflowed; with\n"
+             "redo_cancelled (for unchecked measures), also one whose masses differ so that\n"
+             "sum(t) cancels against sum(p - q) (the result under half sum(t)). With a\n"
+             "tolerance, KLs below 0 are written as 0, and the result says whether a row not\n"
+             "to redo has sum(p) or sum(q) off 1 by more than it. variant names one of\n"
+             "variants();\n"
              "None takes the first. Releases the GIL.");
 
 static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"p", "q", "out", "tolerance", "variant", NULL};
+    static char *keywords[] = {"p", "q", "out", "tolerance", "variant", "redo_cancelled", NULL};
     PyObject *p_obj, *q_obj, *out_obj, *tolerance_obj = Py_None, *variant_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO:kl_rows", keywords, &p_obj, &q_obj,
-                                     &out_obj, &tolerance_obj, &variant_obj)) {
+    int redo_cancelled = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO$p:kl_rows", keywords, &p_obj,
+                                     &q_obj, &out_obj, &tolerance_obj, &variant_obj,
+                                     &redo_cancelled)) {
         return NULL;
     }
     const kl_variant *variant = kl_find_variant(variant_obj);
@@ -500,7 +513,7 @@ static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *
         const kl_rows_fn run = kind == 'f' ? variant->f32 : variant->f64;
         int off;
         Py_BEGIN_ALLOW_THREADS
-        off = kl_rows_finish(run, p, q, out->buf, out_kind, tolerance);
+        off = kl_rows_finish(run, p, q, out->buf, out_kind, tolerance, redo_cancelled);
         Py_END_ALLOW_THREADS
         result = PyBool_FromLong(off);
     }

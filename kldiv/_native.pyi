@@ -5,7 +5,13 @@ from typing import Any
 SOURCE_SHA256: str
 
 def kl_rows(
-    p: Any, q: Any, out: Any, tolerance: float | None = None, variant: str | None = None
+    p: Any,
+    q: Any,
+    out: Any,
+    tolerance: float | None = None,
+    variant: str | None = None,
+    *,
+    redo_cancelled: bool = False,
 ) -> bool: ...
 def kl_logit_rows(a: Any, b: Any, out: Any, variant: str | None = None) -> None: ...
 def variants() -> tuple[str, ...]: ...

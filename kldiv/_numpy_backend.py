@@ -271,8 +271,9 @@ def _generic_np() -> Namespace:
 
 def _zero_under(p: Array, q: Array) -> Array:
     """Where ``p``'s zero convention applies: ``p == 0`` against a valid ``q`` (not negative,
-    not NaN), so that the fix-up of a row never hides a bad ``q`` behind a zero ``p``."""
-    return (p == 0) & (q >= 0)
+    NaN or infinite), so that the fix-up of a row never hides a bad ``q`` behind a zero
+    ``p``."""
+    return (p == 0) & (q >= 0) & (q < np.inf)
 
 
 def _kl_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
@@ -304,6 +305,24 @@ def _kl_tile_nonnegative(tiles: Sequence[Array], scratch: _Scratch) -> Array:
     return _fix_rows(sums, lambda rows: _kl_exact(p[rows], q[rows], u[rows]))
 
 
+def _kl_tile_unchecked(tiles: Sequence[Array], scratch: _Scratch) -> Array:
+    """``KL`` per row of unvalidated input, by the generic code's split of each entry
+    (:func:`kldiv._agnostic._kl_parts`): measures whose masses differ (``validate=False``)
+    would otherwise have a large ``sum(t)`` cancel against ``sum(p - q)``."""
+    del scratch  # the generic code allocates its own temporaries, a few tiles' worth
+    t, m = _agnostic._kl_parts(tiles[0], tiles[1], _generic_np())
+    return np.sum(t, axis=1) + np.sum(m, axis=1)
+
+
+def _still_bad(fixed: Array, redo: Callable[[Array], Array]) -> Array:
+    """``fixed`` with the rows still not finite recomputed by ``redo(mask)``, the generic
+    code, which alone tells an infinite result (``q == 0 < p``) from bad input (NaN)."""
+    still = ~np.isfinite(fixed)
+    if still.any():
+        fixed[still] = redo(still)
+    return fixed
+
+
 def _kl_exact(p: Array, q: Array, log_ratio: Array) -> Array:
     """Rows that came out NaN or infinite: the zero convention, then the generic code."""
     fixed = _dot_rows(p, np.where(_zero_under(p, q), 0.0, log_ratio))
@@ -316,14 +335,23 @@ def _kl_exact(p: Array, q: Array, log_ratio: Array) -> Array:
 
 
 def _entropy_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
+    """``0 - sum(p*log(p))`` per row: ``0 -`` so that a point mass gives 0., not -0."""
     (p,) = tiles
     log_p = scratch.tile(2, *p.shape)
     np.log(p, out=log_p)
 
     def exact(rows: Array) -> Array:
-        return -_dot_rows(p[rows], np.where(p[rows] == 0, 0.0, log_p[rows]))
+        pr = p[rows]
+        fixed = 0.0 - _dot_rows(pr, np.where(pr == 0, 0.0, log_p[rows]))
 
-    return _fix_rows(-_dot_rows(p, log_p), exact)
+        def generic(still: Array) -> Array:
+            return _agnostic.entropy(
+                pr[still], axes=(1,), keepdims=False, validate=False, xp=_generic_np()
+            )
+
+        return _still_bad(fixed, generic)
+
+    return _fix_rows(0.0 - _dot_rows(p, log_p), exact)
 
 
 def _cross_entropy_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
@@ -332,9 +360,17 @@ def _cross_entropy_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
     np.log(q, out=log_q)
 
     def exact(rows: Array) -> Array:
-        return -_dot_rows(p[rows], np.where(_zero_under(p[rows], q[rows]), 0.0, log_q[rows]))
+        pr, qr = p[rows], q[rows]
+        fixed = 0.0 - _dot_rows(pr, np.where(_zero_under(pr, qr), 0.0, log_q[rows]))
 
-    return _fix_rows(-_dot_rows(p, log_q), exact)
+        def generic(still: Array) -> Array:
+            return _agnostic.cross_entropy(
+                pr[still], qr[still], axes=(1,), keepdims=False, validate=False, xp=_generic_np()
+            )
+
+        return _still_bad(fixed, generic)
+
+    return _fix_rows(0.0 - _dot_rows(p, log_q), exact)
 
 
 def _js_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
@@ -433,7 +469,7 @@ def kl_div(
                 _check(names, (p, q), shape, axes)  # names the problem
             return out.reshape(_kept_shape(shape, axes, keepdims))
     return _reduce(
-        _kl_tile_nonnegative if dtype == np.float64 else _kl_tile,
+        _kl_tile_for(dtype, validate),
         names,
         (p, q),
         axes,
@@ -445,6 +481,13 @@ def kl_div(
             p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
         ),
     )
+
+
+def _kl_tile_for(dtype: Any, validate: bool) -> TileTerms:
+    """The tile terms of ``kl_div``: unvalidated input may be a measure of any mass."""
+    if not validate:
+        return _kl_tile_unchecked
+    return _kl_tile_nonnegative if dtype == np.float64 else _kl_tile
 
 
 # log1p((p - q)/q) is NaN for p < 0 < q, not for p, q < 0: q's sign needs its own check
@@ -472,11 +515,19 @@ def _native_kl_rows(p: Array, q: Array, out: Array, *, validate: bool) -> bool:
     tolerance = v.sum_tolerance(p.dtype, n, np) if validate else None
 
     def job(start: int, stop: int) -> bool:
-        return bool(_native.kl_rows(p[start:stop], q[start:stop], out[start:stop], tolerance))
+        return bool(
+            _native.kl_rows(
+                p[start:stop],
+                q[start:stop],
+                out[start:stop],
+                tolerance,
+                redo_cancelled=not validate,
+            )
+        )
 
     def redo(again: Array, fixed: Array) -> bool:
         return _row_reduce(
-            _kl_tile_nonnegative if p.dtype == np.float64 else _kl_tile,
+            _kl_tile_for(p.dtype, validate),
             (p[again], q[again]),
             sign_checked=_KL_SIGN_CHECKED,
             validate=validate,
@@ -680,6 +731,7 @@ def _logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
     when a row holds NaN or ``+inf``, or no finite logit."""
     rows, n = a_rows.shape
     tile_rows, _ = _tile_shape(n)
+    precise = out.dtype == np.float64
 
     def job(start: int, stop: int) -> bool:
         scratch = _Scratch()
@@ -700,10 +752,29 @@ def _logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
                     return np.sum(_agnostic.logit_terms(la_bad, lb_bad, gx), axis=1)
 
                 sums = _fix_rows(sums, exact)
+                if precise:
+                    # Rounding of each log-softmax is all of d = log(p/q) for near-identical
+                    # rows: below _LOGITS_EXACT_BELOW the generic code's exact d redoes them.
+                    close = np.flatnonzero(sums < _LOGITS_EXACT_BELOW)
+                    if close.size:
+                        sums[close] = _agnostic.kl_div_logits(
+                            at[close],
+                            bt[close],
+                            axes=(1,),
+                            keepdims=False,
+                            validate=False,
+                            xp=_generic_np(),
+                        )
                 out[r] = np.where(sums < 0, 0.0, sums)
         return flagged
 
     return any(_run(job, rows, n))
+
+
+# Float64 logit rows whose KL comes out below this are recomputed exactly. Above it the
+# tiles' error, a rounding of each log-softmax entry (eps*|log p|) against d ~ sqrt(KL), stays
+# under 1e-12 of the KL for logits of any size a float64 softmax keeps.
+_LOGITS_EXACT_BELOW = 1e-4
 
 
 def _native_logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:

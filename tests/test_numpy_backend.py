@@ -178,7 +178,7 @@ def test_row_off_one_in_a_late_tile(tiling):
 def test_infinite_logit_in_a_late_tile(tiling):
     a = np.zeros((60, 80))
     a[58, 2] = np.inf
-    with pytest.raises(ValueError, match=r"^b has a inf entry at index \(58, 2\)"):
+    with pytest.raises(ValueError, match=r"^b has an infinite entry \(inf\) at index \(58, 2\)"):
         kldiv.kl_div_logits(np.zeros((60, 80)), a)
 
 
