@@ -321,3 +321,96 @@ def test_jax_jit_and_grad_trace_through():
     p = np.exp(np.asarray(a) - np.log(np.exp(np.asarray(a)).sum()))
     expected = p * (np.log(p) - np.sum(p * np.log(p)))
     np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-4, atol=1e-7)
+
+
+# Unchecked measures (validate=False): sum(p*log(p/q)) right to float precision.
+
+
+def _mp_unnormalised(p: np.ndarray, q: np.ndarray) -> tuple[float, float]:
+    """``sum(p*log(p/q))`` to 50 digits, and ``sum(|p*log(p/q)|)``, the scale a sum of terms
+    each exact to a rounding can be asked to be right to."""
+    import mpmath
+
+    with mpmath.workdps(50):
+        terms = [
+            mpmath.mpf(float(a)) * mpmath.log(mpmath.mpf(float(a)) / mpmath.mpf(float(b)))
+            if a > 0
+            else mpmath.mpf(0)
+            for a, b in zip(p, q, strict=True)
+        ]
+        return float(mpmath.fsum(terms)), float(mpmath.fsum(abs(t) for t in terms))
+
+
+UNNORMALISED_EXAMPLES = [
+    # (p, q, dtype, true value): each gave a plausible wrong number (issue 9, item 1)
+    ([0.5, 0.0], [0.25, 1e17], "float64", 0.34657359027997264),
+    ([1.0, 1e-3], [1.0, 1e10], "float32", -0.029933606208922596),
+    ([0.5, 0.5], [0.5, 1e16], "float64", -18.767254334232337),
+]
+
+
+@pytest.mark.parametrize(("p", "q", "dtype", "expected"), UNNORMALISED_EXAMPLES)
+def test_unchecked_measures_do_not_cancel(xp, p, q, dtype, expected):
+    got = float(
+        to_numpy(kldiv.kl_div(asarray(xp, p, dtype), asarray(xp, q, dtype), validate=False))
+    )
+    assert math.isclose(got, expected, rel_tol=rtol(xp, dtype)), got
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_unchecked_measures_over_ratios_from_1e_minus_300_to_1e300(xp, dtype):
+    """Entries spread over 1e-150..1e150 (float64; 1e-18..1e18 for float32), so that ratios
+    span 1e-300..1e300, zeros in p: the result within a few roundings of sum(|terms|)."""
+    rng = np.random.default_rng(11)
+    span = 150 if dtype == "float64" else 18
+    rows, n = 64, 6
+    p_np = 10.0 ** rng.uniform(-span, span, size=(rows, n))
+    q_np = 10.0 ** rng.uniform(-span, span, size=(rows, n))
+    p_np[rng.uniform(size=(rows, n)) < 0.2] = 0.0
+    near = rng.uniform(size=(rows, n)) < 0.3  # entries with p close to q, as well
+    p_np[near] = q_np[near] * (1 + 1e-6 * rng.standard_normal(near.sum()))
+    p_np, q_np = p_np.astype(dtype), q_np.astype(dtype)
+    got = to_numpy(kldiv.kl_div(asarray(xp, p_np, dtype), asarray(xp, q_np, dtype), validate=False))
+    eps = np.finfo(np.float64 if rtol(xp, dtype) < 1e-5 else np.float32).eps
+    for row in range(rows):
+        expected, scale = _mp_unnormalised(p_np[row], q_np[row])
+        rounding = np.finfo(dtype).eps * abs(expected)  # of the result into its dtype
+        assert abs(got[row] - expected) <= 8 * n * eps * scale + rounding, (row, got[row])
+
+
+@pytest.mark.parametrize("func", [kldiv.kl_div, kldiv.cross_entropy, kldiv.js_div, kldiv.rel_entr])
+@pytest.mark.parametrize(
+    ("p_row", "q_row"),
+    [
+        pytest.param([0.0, 0.5], [np.inf, 0.5], id="q-inf-under-p-0"),
+        pytest.param([np.inf, 0.5], [0.5, 0.5], id="p-inf"),
+        pytest.param([0.5, 0.5], [0.5, np.inf], id="q-inf"),
+        pytest.param([-0.5, 1.5], [0.5, 0.5], id="p-negative"),
+        pytest.param([0.5, 0.5], [-0.5, 1.5], id="q-negative"),
+        pytest.param([-0.5, 1.5], [-0.5, 1.5], id="both-negative"),
+        pytest.param([np.nan, 1.0], [0.5, 0.5], id="p-nan"),
+        pytest.param([0.0, 1.0], [np.nan, 1.0], id="q-nan-under-p-0"),
+    ],
+)
+def test_unchecked_invalid_input_is_nan_on_every_library(xp, func, p_row, q_row):
+    p, q = asarray(xp, [p_row], "float64"), asarray(xp, [q_row], "float64")
+    got = to_numpy(func(p, q, validate=False))
+    assert np.isnan(got).any() if func is kldiv.rel_entr else np.isnan(got).all(), got
+    if func is not kldiv.rel_entr:
+        return
+    for bad, value in zip(~np.isfinite(p_row) | ~np.isfinite(q_row), got[0], strict=True):
+        assert np.isnan(value) or not bad
+
+
+@pytest.mark.parametrize("row", [[np.inf, 0.0], [-0.5, 1.5], [np.nan, 1.0]])
+def test_unchecked_invalid_entropy_is_nan(xp, row):
+    assert np.isnan(to_numpy(kldiv.entropy(asarray(xp, [row], "float64"), validate=False))).all()
+
+
+def test_entropy_of_a_point_mass_is_zero_not_minus_zero(xp):
+    got = to_numpy(kldiv.entropy(asarray(xp, [[1.0, 0.0], [0.0, 1.0]], "float64")))
+    assert not np.signbit(got).any(), got
+    got = to_numpy(
+        kldiv.cross_entropy(asarray(xp, [1.0, 0.0], "float64"), asarray(xp, [1.0, 0.0], "float64"))
+    )
+    assert not np.signbit(got), got

@@ -329,3 +329,21 @@ def test_rel_entr_of_two_negatives_is_nan_unchecked(tiling):
     got = kldiv.rel_entr(p, p, validate=False)
     assert np.isnan(got[:, 0]).all()
     assert (got[:, 1] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_unchecked_measures_on_every_path(tiling, dtype):
+    """validate=False on measures of different masses: the compiled kernels hand such rows
+    back, and the tiles keep each far entry's p*log(p/q) whole (issue 9, item 1)."""
+    from tests.test_funcs import _mp_unnormalised
+
+    rng = np.random.default_rng(5)
+    p = (10.0 ** rng.uniform(-18, 18, size=(40, 9))).astype(dtype)
+    q = (10.0 ** rng.uniform(-18, 18, size=(40, 9))).astype(dtype)
+    p[:, 0] = 0.0
+    p[::2] = q[::2] * np.asarray(1 + 1e-4 * rng.standard_normal(q[::2].shape), dtype=dtype)
+    got = kldiv.kl_div(p, q, validate=False)
+    for row in range(p.shape[0]):
+        expected, scale = _mp_unnormalised(p[row], q[row])
+        bound = 100 * np.finfo(np.float64).eps * scale + np.finfo(dtype).eps * abs(expected)
+        assert abs(got[row] - expected) <= bound, (row, got[row], expected)

@@ -268,3 +268,182 @@ def test_a_bad_base_fails_before_any_work_on_the_arrays():
     unnormalised = np.array([0.5, 0.6])
     with pytest.raises(ValueError, match=r"^base must be finite"):
         kldiv.kl_div(unnormalised, unnormalised, base=0)
+
+
+# Lazy and unreadable arrays: what a check would refuse gives NaN, in the lazy computation.
+
+ALL_FUNCS = [*PAIR_FUNCS, kldiv.entropy]
+
+
+def _call(func, p, q):
+    return func(p) if func is kldiv.entropy else func(p, q)
+
+
+@pytest.mark.parametrize("func", ALL_FUNCS)
+@pytest.mark.parametrize(
+    "row",
+    [
+        pytest.param([0.5, 0.6], id="off-1"),
+        pytest.param([3.0, 1.0], id="counts"),
+        pytest.param([1.5, -0.5], id="negative"),
+        pytest.param([np.nan, 1.0], id="nan"),
+        pytest.param([np.inf, 0.0], id="inf"),
+    ],
+)
+def test_what_a_check_refuses_is_nan_on_lazy_arrays(xp, func, row):
+    """Dask always; elsewhere eager arrays raise, which the other tests check."""
+    if eager(xp):
+        pytest.skip("eager arrays raise instead")
+    p = asarray(xp, [row, [0.5, 0.5]], "float64")
+    q = asarray(xp, [[0.5, 0.5], [0.25, 0.75]], "float64")
+    got = to_numpy(_call(func, p, q))
+    assert np.isnan(got[0]), got
+    assert np.isfinite(got[1]), got  # the good row keeps its number
+
+
+@pytest.mark.parametrize("func", ALL_FUNCS)
+@pytest.mark.parametrize("row", [[0.5, 0.6], [3.0, 1.0], [1.5, -0.5], [np.inf, 0.0]])
+def test_what_a_check_refuses_is_nan_under_jax_jit(func, row):
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    p = jnp.asarray([row, [0.5, 0.5]])
+    q = jnp.asarray([[0.5, 0.5], [0.25, 0.75]])
+    got = np.asarray(jax.jit(lambda p, q: _call(func, p, q))(p, q))
+    assert np.isnan(got[0]), got
+    assert np.isfinite(got[1]), got
+    with pytest.raises(ValueError, match=r"^p (is not normalised|has an? )"):
+        _call(func, p, q)  # concrete JAX arrays are checked
+
+
+def test_lazy_nan_keeps_keepdims_tuple_axes_and_broadcasting():
+    da = pytest.importorskip("dask.array")
+    p_np = np.full((2, 3, 4), 1 / 12)
+    p_np[1, 0, 0] = 0.5
+    q_np = np.full((3, 4), 1 / 12)
+    p, q = da.from_array(p_np, chunks=(1, 3, 2)), da.from_array(q_np)
+    got = kldiv.kl_div(p, q, axis=(1, 2), keepdims=True).compute()
+    assert got.shape == (2, 1, 1)
+    assert got[0, 0, 0] == 0
+    assert np.isnan(got[1, 0, 0])
+    got = kldiv.kl_div(q, p, axis=(-2, -1)).compute()  # now the second argument is off 1
+    assert got.shape == (2,)
+    assert got[0] == 0
+    assert np.isnan(got[1])
+
+
+def test_lazy_checks_are_not_computed_before_the_result_is():
+    da = pytest.importorskip("dask.array")
+    calls = []
+
+    def block(x):
+        calls.append(1)
+        return x
+
+    p = da.from_array(np.array([[0.5, 0.6]]), chunks=1).map_blocks(block)
+    calls.clear()  # map_blocks calls block once on an empty array to learn its output type
+    result = kldiv.kl_div(p, p)
+    assert not calls  # building the result computed nothing
+    assert np.isnan(result.compute()).all()
+
+
+# The tolerance table (docs/index.md, "Validation").
+
+
+@pytest.mark.parametrize("n", [2, 10, 1000, 32_000])
+def test_bfloat16_rows_normalised_in_bfloat16_pass(n):
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(n)
+    logits = 3 * torch.randn(64, n, generator=gen)
+    for p in (
+        torch.softmax(logits.to(torch.bfloat16), dim=-1),
+        torch.softmax(logits, dim=-1).to(torch.bfloat16),
+    ):
+        u = torch.rand(64, n, generator=gen).to(torch.bfloat16)
+        for rows in (p, u / u.sum(dim=-1, keepdim=True)):
+            assert torch.isfinite(kldiv.entropy(rows)).all()
+            assert torch.isfinite(kldiv.kl_div(rows, rows)).all()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_rows_visibly_unnormalised_fail(dtype):
+    torch = pytest.importorskip("torch")
+    dt = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(1)
+    scores = torch.randn(8, 100, generator=gen)
+    for bad in (
+        scores.to(dt),  # a forgotten softmax
+        torch.softmax(scores, -1).to(dt) * 1.1,
+        torch.randint(0, 5, (8, 100), generator=gen).to(dt),  # counts
+    ):
+        with pytest.raises(ValueError, match=r"^p is not normalised|^p has a negative"):
+            kldiv.entropy(bad)
+
+
+@pytest.mark.parametrize("n", [3, 1000, 100_000])
+def test_rows_normalised_in_float32_then_cast_up_pass(xp, n):
+    if not eager(xp):
+        pytest.skip("value checks are skipped for lazy arrays (documented)")
+    x = np.random.default_rng(n).uniform(size=(4, n)).astype(np.float32)
+    p32 = x / x.sum(axis=-1, keepdims=True)
+    p = asarray(xp, p32.astype(np.float64), "float64")
+    kldiv.kl_div(p, p)
+    kldiv.entropy(p)
+    with pytest.raises(ValueError, match="is not normalised"):
+        kldiv.entropy(asarray(xp, p32.astype(np.float64) * 1.001, "float64"))
+
+
+def test_longdouble_rows_normalised_in_longdouble_pass():
+    x = np.random.default_rng(0).uniform(size=(4, 1000)).astype(np.longdouble)
+    p = x / x.sum(axis=-1, keepdims=True)
+    assert np.isfinite(kldiv.entropy(p)).all()
+    with pytest.raises(ValueError, match="is not normalised"):
+        kldiv.entropy(p * np.longdouble(1.01))
+
+
+def test_tolerance_table():
+    from kldiv import _validation
+
+    xp = array_api_compat.array_namespace(np.empty(0))
+    eps32 = float(np.finfo(np.float32).eps)
+    assert _validation.sum_tolerance(np.float16, 10**6, xp) == 4 * float(np.finfo(np.float16).eps)
+    for dtype in (np.float32, np.float64, np.longdouble):
+        assert _validation.sum_tolerance(dtype, 100, xp) == pytest.approx(eps32 * 48)
+
+
+# Inputs that would otherwise be a wrong number or an error far from the cause.
+
+
+@pytest.mark.parametrize("func", [*PAIR_FUNCS, kldiv.rel_entr])
+@pytest.mark.parametrize("validate", [True, False])
+def test_none_or_a_string_is_a_type_error_naming_the_argument(xp, func, validate):
+    q = asarray(xp, [0.5, 0.5], "float64")
+    with pytest.raises(
+        TypeError, match=r"^p must be an array or a sequence of numbers, not .*None"
+    ):
+        func(None, q, validate=validate)
+    with pytest.raises(TypeError, match=r"^q must be an array .* not builtins\.str"):
+        func(q, "0.5", validate=validate)
+
+
+@pytest.mark.parametrize("func", [*PAIR_FUNCS, kldiv.rel_entr])
+def test_masked_arrays_are_refused_with_what_to_do(func):
+    p = np.ma.masked_array([0.25, 0.1, 0.65], mask=[0, 0, 1])
+    q = np.full(3, 1 / 3)
+    with pytest.raises(TypeError, match=r"^p is a NumPy masked array.*p\.filled\(0\)"):
+        func(p, q)
+    with pytest.raises(TypeError, match=r"^q is a NumPy masked array"):
+        func(q, np.ma.masked_array([np.nan, 0.5, 0.5], mask=[1, 0, 0]), validate=False)
+
+
+def test_dask_arrays_of_unknown_chunk_sizes_say_so():
+    da = pytest.importorskip("dask.array")
+    x = da.from_array(np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1]]), chunks=1)
+    kept = x[x[:, 0] > 0.3]
+    q = da.from_array(np.array([0.5, 0.5]))
+    with pytest.raises(ValueError, match=r"^p has unknown sizes .*compute_chunk_sizes\(\)"):
+        kldiv.kl_div(kept, q)
+    kept.compute_chunk_sizes()
+    np.testing.assert_allclose(
+        kldiv.kl_div(kept, q).compute(),
+        kldiv.kl_div(np.array([[0.5, 0.5], [0.9, 0.1]]), [0.5, 0.5]),
+    )
