@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import tracemalloc
+import weakref
 
 import array_api_compat
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from kldiv import KLDivergence
+import kldiv
+from kldiv import KLDivergence, KLDivergenceError, softmax_kl_loss
 from tests._helpers import asarray, assert_result, dtype_of, to_numpy
 
 
@@ -305,14 +311,15 @@ def test_bad_values(xp):
     error, _ = KLDivergence(validate=False)(pred, unnormalised)
     assert math.isfinite(error)
     nan_pred = asarray(xp, [[0.0, np.nan, 0.0], [0.0, 0.0, 0.0]], "float64")
-    with pytest.raises(ValueError, match=r"^pred has a nan entry at index \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"^pred has a NaN entry \(nan\) at index \(0, 1\)"):
         KLDivergence(normTarget=True)(nan_pred, pred)
 
 
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="maxlabels must be a positive int"):
         KLDivergence(maxlabels=0)
-    with pytest.raises(ValueError, match="maxlabels must be a positive int"):
+    # A bool is no class count: a TypeError since the issue, as for every non-int.
+    with pytest.raises(TypeError, match="maxlabels must be a positive int"):
         KLDivergence(maxlabels=True)
 
 
@@ -369,7 +376,7 @@ def test_bad_pred_is_named_at_its_own_index(xp):
     pred_np[1, 2, 1, 0] = np.nan
     pred = asarray(xp, pred_np, "float64")
     target = asarray(xp, np.full((2, 3, 2, 2), 1 / 12), "float64")
-    with pytest.raises(ValueError, match=r"^pred has a nan entry at index \(1, 2, 1, 0\)"):
+    with pytest.raises(ValueError, match=r"^pred has a NaN entry \(nan\) at index \(1, 2, 1, 0\)"):
         KLDivergence()(pred, target)
 
 
@@ -383,3 +390,553 @@ def test_spatial_labels_with_float16_pred_are_exact(xp):
     host_error, _ = reference(to_numpy(pred16).astype(np.float64), target_np, norm_target=False)
     assert error == pytest.approx(host_error, rel=1e-6)
     assert grad.dtype == pred16.dtype
+
+
+# ---- helpers for arrays whose values cannot be read ------------------------------------------
+
+
+def is_jax(xp) -> bool:
+    return xp.__name__.startswith("jax")
+
+
+def is_torch(xp) -> bool:
+    return array_api_compat.is_torch_namespace(xp)
+
+
+def run_lazy(xp, fn, *arrays):
+    """``fn(*arrays)`` where the values cannot be read: Dask as it is, JAX under ``jax.jit``,
+    torch under ``torch.func.vmap`` (over a batch of one); results as NumPy."""
+    if not eager(xp):
+        return tuple(to_numpy(r) for r in fn(*arrays))
+    if is_jax(xp):
+        import jax
+
+        return tuple(to_numpy(r) for r in jax.jit(fn)(*arrays))
+    if is_torch(xp):
+        import torch
+
+        stacked = torch.func.vmap(fn)(*(a[None] for a in arrays))
+        return tuple(to_numpy(r)[0] for r in stacked)
+    pytest.skip(f"{xp.__name__} arrays can always be read")
+
+
+# ---- item 5: labels that are not checked give NaN, never a number ----------------------------
+
+
+def test_unchecked_label_out_of_range_is_nan_in_the_issues_example():
+    error, grad = KLDivergence(maxlabels=3, validate=False)(np.zeros((2, 3)), np.array([0, 7]))
+    assert math.isnan(error)
+    assert np.isnan(grad[1]).all()
+    np.testing.assert_allclose(grad[0], (np.eye(3)[0] - 1 / 3) / 2, rtol=1e-15)
+
+
+@pytest.mark.parametrize("bad_label", [-1, 4, 100])
+@pytest.mark.parametrize("spatial", [False, True])
+def test_unchecked_labels_out_of_range_give_nan_rows(xp, bad_label, spatial):
+    """validate=False on every library: the sample with the bad label gets NaN, the others
+    their exact grad, and the error is NaN (not the 0.55 an all-zero one-hot row gives)."""
+    rng = np.random.default_rng(30)
+    shape = (3, 4, 2, 2) if spatial else (3, 4)
+    pred_np = rng.standard_normal(shape)
+    labels_np = rng.integers(0, 4, (3, *shape[2:]))
+    good = labels_np.copy()
+    labels_np.reshape(3, -1)[1, -1] = bad_label  # sample 1, its last position
+    pred = asarray(xp, pred_np, "float64")
+    div = KLDivergence(validate=False)
+    error, grad = div(pred, xp.asarray(labels_np))
+    assert math.isnan(error)
+    assert math.isnan(div.getMeanError())
+    got = to_numpy(grad)
+    assert np.isnan(got[1]).all()
+    _, host_grad = reference(pred_np, one_hot(good, 4), False)
+    np.testing.assert_allclose(got[[0, 2]], host_grad[[0, 2]], rtol=1e-12, atol=1e-15)
+
+
+def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
+    """Labels ``(N, ...)`` as the loss's target ``(N, C, ...)``: one-hot along axis 1,
+    divided by the number of positions."""
+    hot = np.moveaxis(np.eye(classes)[labels], -1, 1)
+    return hot / math.prod(labels.shape[1:])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    labels=st.lists(st.integers(-3, 7), min_size=1, max_size=6),
+    seed=st.integers(0, 2**16),
+)
+def test_unchecked_labels_nan_rows_are_exactly_the_bad_samples(labels, seed):
+    classes = 4
+    labels_np = np.array(labels)
+    pred_np = np.random.default_rng(seed).standard_normal((len(labels), classes))
+    error_sum, grad = softmax_kl_loss(pred_np, labels_np, validate=False)
+    bad = (labels_np < 0) | (labels_np >= classes)
+    assert np.isnan(float(error_sum)) == bad.any()
+    np.testing.assert_array_equal(np.isnan(grad).all(axis=1), bad)
+    assert np.isfinite(grad[~bad]).all()
+    fixed = np.where(bad, 0, labels_np)
+    _, host_grad = reference(pred_np, np.eye(classes)[fixed], False)
+    np.testing.assert_allclose(grad[~bad], host_grad[~bad], rtol=1e-12, atol=1e-15)
+
+
+# ---- item 6: what raises on readable arrays is NaN on lazy ones ------------------------------
+
+_INF, _NAN = math.inf, math.nan
+
+# (id, what to put in row 0, normTarget); pred and target are otherwise valid. Row 0 is the
+# sample that must raise when readable and be NaN when not.
+_REFUSED = [
+    ("pred-nan", ("pred", [0.0, _NAN, 0.0, 0.0]), False),
+    ("pred-inf", ("pred", [0.0, _INF, 0.0, 0.0]), False),
+    ("pred-all-minus-inf", ("pred", [-_INF] * 4), False),
+    ("target-negative", ("target", [0.5, 0.5, 0.5, -0.5]), False),
+    ("target-nan", ("target", [_NAN, 0.5, 0.5, 0.0]), False),
+    ("target-inf", ("target", [_INF, 0.5, 0.5, 0.0]), False),
+    ("target-unnormalised", ("target", [0.2, 0.2, 0.2, 0.2]), False),
+    ("norm-target-nan", ("target", [_NAN, 0.0, 0.0, 0.0]), True),
+    ("norm-target-inf", ("target", [_INF, 0.0, 0.0, 0.0]), True),
+    ("norm-target-all-minus-inf", ("target", [-_INF] * 4), True),
+    ("label-out-of-range", ("labels", 4), False),
+    ("label-negative", ("labels", -1), False),
+]
+
+
+def dtype_has(xp, name: str) -> bool:
+    return name in str(xp.asarray(np.zeros(1, dtype=name)).dtype)
+
+
+def refused_case(which: tuple[str, object], norm_target: bool):
+    """(pred, target, valid target) as NumPy, with ``which`` in row 0 of three."""
+    rng = np.random.default_rng(31)
+    pred = rng.standard_normal((3, 4))
+    what, value = which
+    if what == "labels":
+        target = np.array([value, 2, 1])
+        return pred, target, np.eye(4)[[0, 2, 1]]
+    target = (
+        rng.standard_normal((3, 4)) if norm_target else softmax_rows(rng.standard_normal((3, 4)))
+    )
+    valid = target.copy()
+    if what == "pred":
+        pred[0] = value
+    else:
+        target[0] = value
+    return pred, target, valid
+
+
+@pytest.mark.parametrize(
+    ("which", "norm_target"), [c[1:] for c in _REFUSED], ids=[c[0] for c in _REFUSED]
+)
+def test_refused_values_raise_on_readable_arrays(xp, which, norm_target):
+    if not eager(xp):
+        pytest.skip("Dask values cannot be read: see the lazy test")
+    pred_np, target_np, _ = refused_case(which, norm_target)
+    pred = asarray(xp, pred_np, "float64")
+    target = xp.asarray(target_np) if which[0] == "labels" else asarray(xp, target_np, "float64")
+    with pytest.raises(KLDivergenceError, match=r"^(pred|target)"):
+        softmax_kl_loss(pred, target, norm_target=norm_target)
+    with pytest.raises(AssertionError):  # what PuzzleLib code catches
+        KLDivergence(normTarget=norm_target)(pred, target)
+
+
+@pytest.mark.parametrize(
+    ("which", "norm_target"), [c[1:] for c in _REFUSED], ids=[c[0] for c in _REFUSED]
+)
+def test_refused_values_are_nan_on_lazy_arrays(xp, which, norm_target):
+    """Dask, JAX under jit, torch under vmap: the refused sample's grad row and the error sum
+    are NaN, the other samples' grads exact; fused, so nothing is computed early."""
+    pred_np, target_np, valid_np = refused_case(which, norm_target)
+    labels = which[0] == "labels"
+    pred = asarray(xp, pred_np, "float64" if dtype_has(xp, "float64") else "float32")
+    dt = str(pred.dtype).rsplit(".", maxsplit=1)[-1]
+    target = xp.asarray(target_np) if labels else asarray(xp, target_np, dt)
+
+    def loss(p, t):
+        return softmax_kl_loss(p, t, norm_target=norm_target)
+
+    error_sum, grad = run_lazy(xp, loss, pred, target)
+    assert np.isnan(error_sum)
+    assert np.isnan(grad[0]).all()
+    fixed_pred = np.where(np.isfinite(pred_np), pred_np, 0.0)
+    _, host_grad = reference(fixed_pred, valid_np, norm_target)
+    tol = 1e-12 if dt == "float64" else 1e-6
+    np.testing.assert_allclose(grad[1:], host_grad[1:], rtol=tol, atol=tol / 10)
+    if not eager(xp):  # the class on Dask: the same NaN, read as a float
+        error, _ = KLDivergence(normTarget=norm_target)(pred, target)
+        assert math.isnan(error)
+    if labels or which[1] == [0.2, 0.2, 0.2, 0.2]:
+        # validate=False is the formula, lazy or not: NaN only for a label out of range.
+        def unchecked(p, t):
+            return softmax_kl_loss(p, t, validate=False)
+
+        error_sum, grad = run_lazy(xp, unchecked, pred, target)
+        assert np.isnan(error_sum) == labels
+        assert np.isnan(grad[0]).all() == labels
+
+
+@pytest.mark.parametrize(
+    ("which", "norm_target"), [c[1:] for c in _REFUSED], ids=[c[0] for c in _REFUSED]
+)
+def test_unchecked_eager_values_give_the_formula_except_labels(which, norm_target):
+    """validate=False on NumPy: no raise, no mask; the formula's number, NaN only for a label
+    out of range (item 5), and for what the formula itself makes NaN."""
+    pred_np, target_np, _ = refused_case(which, norm_target)
+    error_sum, grad = softmax_kl_loss(pred_np, target_np, norm_target=norm_target, validate=False)
+    if which[0] == "labels":
+        assert np.isnan(float(error_sum))
+        assert np.isnan(grad[0]).all()
+    if which == ("target", [0.2, 0.2, 0.2, 0.2]):  # the formula is finite there
+        assert np.isfinite(float(error_sum))
+        assert np.isfinite(grad).all()
+    assert np.isfinite(grad[1:]).all()
+
+
+_ROW_VALUES = st.sampled_from([0.0, 0.25, 0.5, 1.0, -0.25, 2.0, _NAN, _INF, -_INF])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    pred=st.lists(st.lists(_ROW_VALUES, min_size=3, max_size=3), min_size=1, max_size=4),
+    target=st.lists(st.lists(_ROW_VALUES, min_size=3, max_size=3), min_size=4, max_size=4),
+    norm_target=st.booleans(),
+    normalise=st.booleans(),
+)
+def test_lazy_nan_rows_are_the_rows_eager_validation_refuses(pred, target, norm_target, normalise):
+    """Property: on Dask, row i's grad is NaN exactly when the eager check refuses row i."""
+    da = pytest.importorskip("dask.array")
+    pred_np = np.array(pred)
+    target_np = np.array(target[: len(pred)])
+    if normalise and not norm_target:
+        with np.errstate(all="ignore"):
+            target_np = target_np / target_np.sum(axis=1, keepdims=True)
+    refused = []
+    for i in range(len(pred)):
+        try:
+            softmax_kl_loss(pred_np[i : i + 1], target_np[i : i + 1], norm_target=norm_target)
+        except KLDivergenceError:
+            refused.append(True)
+        else:
+            refused.append(False)
+    error_sum, grad = softmax_kl_loss(
+        da.from_array(pred_np), da.from_array(target_np), norm_target=norm_target
+    )
+    grad_np = grad.compute()
+    np.testing.assert_array_equal(np.isnan(grad_np).all(axis=1), refused)
+    assert np.isnan(float(error_sum.compute())) == any(refused)
+
+
+# ---- item 12: a torch pred that requires grad ------------------------------------------------
+
+
+def test_torch_pred_requiring_grad_gives_plain_results_and_keeps_no_graph():
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(32)
+    div = KLDivergence()
+    preds = []
+    for query in (True, True, False, True):
+        pred = torch.randn(16, 10, generator=gen, requires_grad=True)
+        target = torch.softmax(torch.randn(16, 10, generator=gen), dim=1)
+        # No "Converting a tensor with requires_grad=True to a scalar" (warnings are errors).
+        result = div(pred, target, queryError=query)
+        grad = result[1] if query else result
+        assert grad.grad_fn is None
+        assert not grad.requires_grad
+        assert div._batch_sum.grad_fn is None
+        assert div._accum.grad_fn is None
+        preds.append(weakref.ref(pred))
+        del pred, result, grad
+    assert isinstance(div.getMeanError(), float)
+    assert isinstance(div.validate(torch.randn(2, 10, requires_grad=True), target[:2]), float)
+    gc.collect()
+    assert all(ref() is None for ref in preds), "the accumulator keeps a batch's graph"
+
+
+def test_pure_function_follows_torch_autograd():
+    """softmax_kl_loss does not detach: its error sum backpropagates to -N * grad."""
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(33)
+    pred = torch.randn(4, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    target = torch.softmax(torch.randn(4, 5, dtype=torch.float64, generator=gen), dim=1)
+    error_sum, grad = softmax_kl_loss(pred, target)
+    error_sum.backward()
+    torch.testing.assert_close(pred.grad, -4 * grad.detach(), rtol=1e-12, atol=1e-14)
+
+
+# ---- item 13: sequences, and maxlabels that is not an int -----------------------------------
+
+
+def test_lists_are_accepted_like_the_functions_accept_them():
+    error, grad = KLDivergence()([[0.0, 1.0]], [[0.5, 0.5]])
+    host_error, host_grad = reference(np.array([[0.0, 1.0]]), np.array([[0.5, 0.5]]), False)
+    assert error == pytest.approx(host_error, rel=1e-14)
+    assert isinstance(grad, np.ndarray)
+    np.testing.assert_allclose(grad, host_grad, rtol=1e-14)
+    # A list of ints is labels, not a distribution.
+    error, _ = KLDivergence(maxlabels=3)([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]], [0, 0])
+    assert round(error, 6) == 0.549352
+
+
+def test_a_list_target_takes_preds_library_and_dtype(xp):
+    pred = asarray(xp, [[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]], "float32")
+    error, grad = KLDivergence()(pred, [[0.25, 0.25, 0.5], [0.5, 0.25, 0.25]])
+    assert_result(grad, pred, dtype=pred.dtype, shape=(2, 3))
+    host_error, _ = reference(
+        to_numpy(pred), np.array([[0.25, 0.25, 0.5], [0.5, 0.25, 0.25]]), False
+    )
+    assert error == pytest.approx(host_error, rel=1e-6)
+    error, grad = KLDivergence(maxlabels=3)(pred, [2, 0])
+    assert_result(grad, pred, dtype=pred.dtype, shape=(2, 3))
+    host_error, _ = reference(to_numpy(pred), np.eye(3)[[2, 0]], False)
+    assert error == pytest.approx(host_error, rel=1e-6)
+
+
+@pytest.mark.parametrize("bad", [2.5, 3.0, np.float64(3.0), "abc", "3", True, np.True_, [3]])
+def test_maxlabels_that_is_no_int_is_a_type_error(bad):
+    with pytest.raises(TypeError, match=r"^maxlabels must be a positive int or None, not"):
+        KLDivergence(maxlabels=bad)
+    with pytest.raises(TypeError, match=r"^maxlabels must be"):
+        softmax_kl_loss(np.zeros((1, 3)), np.array([0]), maxlabels=bad)
+
+
+@pytest.mark.parametrize("count", [3, np.int64(3), np.uint8(3)])
+def test_maxlabels_takes_integers(count):
+    div = KLDivergence(maxlabels=count)
+    assert div.maxlabels == 3
+    assert type(div.maxlabels) is int
+    assert repr(div) == "KLDivergence(maxlabels=3, normTarget=False)"
+
+
+@pytest.mark.parametrize("count", [0, -1, np.int64(-3)])
+def test_maxlabels_below_one_is_refused(count):
+    with pytest.raises(KLDivergenceError, match=r"^maxlabels must be a positive int or None, not"):
+        KLDivergence(maxlabels=count)
+
+
+# ---- item 14: the pure function, and the class under tracing --------------------------------
+
+
+def test_pure_function_is_public():
+    assert kldiv.softmax_kl_loss is softmax_kl_loss
+    assert kldiv.KLDivergenceError is KLDivergenceError
+    assert {"softmax_kl_loss", "KLDivergenceError"} <= set(kldiv.__all__)
+
+
+@pytest.mark.parametrize("norm_target", [False, True])
+def test_pure_function_is_what_the_class_computes(xp, norm_target):
+    rng = np.random.default_rng(34)
+    pred_np = rng.standard_normal((5, 3, 2))
+    target_np = rng.standard_normal((5, 3, 2))
+    if not norm_target:
+        target_np = softmax_rows(target_np)
+    pred, target = asarray(xp, pred_np, "float32"), asarray(xp, target_np, "float32")
+    error_sum, grad = softmax_kl_loss(pred, target, norm_target=norm_target)
+    assert array_api_compat.array_namespace(error_sum) is array_api_compat.array_namespace(pred)
+    assert tuple(error_sum.shape) == ()
+    div = KLDivergence(normTarget=norm_target)
+    error, class_grad = div(pred, target)
+    assert float(to_numpy(error_sum)) / 5 == pytest.approx(error, rel=1e-12)
+    got = assert_result(grad, pred, dtype=pred.dtype, shape=(5, 3, 2))
+    np.testing.assert_array_equal(got, to_numpy(class_grad))
+
+
+def test_class_refuses_jax_tracing_and_keeps_its_state():
+    jax = pytest.importorskip("jax")
+    jnp = pytest.importorskip("jax.numpy")
+    pred = jnp.asarray([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])
+    target = jnp.asarray([[0.25, 0.25, 0.5], [0.5, 0.25, 0.25]])
+    div = KLDivergence()
+    error, _ = div(pred, target)
+    val = div.validate(pred, target)
+    state = dict(vars(div))
+    traced = {
+        "jit": lambda: jax.jit(lambda p, t: div(p, t))(pred, target),
+        "jit, target only": lambda: jax.jit(lambda t: div(pred, t))(target),
+        "jit, queryError=False": lambda: jax.jit(lambda p, t: div(p, t, False))(pred, target),
+        "vmap": lambda: jax.vmap(lambda p, t: div(p, t))(pred[None], target[None]),
+        "grad": lambda: jax.grad(lambda p: div.validate(p, target))(pred),
+        "jit validate": lambda: jax.jit(lambda p, t: div.validate(p, t))(pred, target),
+    }
+    for how, run in traced.items():
+        with pytest.raises(TypeError, match=r"keeps state .* kldiv\.softmax_kl_loss") as info:
+            run()
+        assert "traced" in str(info.value), how
+        assert vars(div) == state, how
+    assert div.getError() == error
+    assert div.getMeanError() == error
+    assert div.getValError() == val
+
+
+def test_class_refuses_torch_func_transforms():
+    torch = pytest.importorskip("torch")
+    pred = torch.zeros(1, 2, 3)
+    div = KLDivergence()
+    with pytest.raises(TypeError, match="keeps state"):
+        torch.func.vmap(lambda p: div(p, torch.full((2, 3), 1 / 3)))(pred)
+    assert div.numOfSamples == 0
+    assert div._batch_sum is None
+
+
+@pytest.mark.parametrize("kind", ["probabilities", "norm_target", "labels", "spatial-labels"])
+def test_pure_function_under_jit_matches_eager(kind):
+    jax = pytest.importorskip("jax")
+    jnp = pytest.importorskip("jax.numpy")
+    rng = np.random.default_rng(35)
+    shape = (4, 3, 2, 2) if kind == "spatial-labels" else (4, 3)
+    pred = jnp.asarray(rng.standard_normal(shape), dtype=jnp.float32)
+    norm_target = kind == "norm_target"
+    if kind.endswith("labels"):
+        target = jnp.asarray(rng.integers(0, 3, (4, *shape[2:])))
+    elif norm_target:
+        target = jnp.asarray(rng.standard_normal(shape), dtype=jnp.float32)
+    else:
+        target = jnp.asarray(softmax_rows(rng.standard_normal(shape)), dtype=jnp.float32)
+
+    def loss(p, t):
+        return softmax_kl_loss(p, t, maxlabels=3, norm_target=norm_target)
+
+    eager_error, eager_grad = loss(pred, target)
+    jit_error, jit_grad = jax.jit(loss)(pred, target)
+    assert float(jit_error) == pytest.approx(float(eager_error), rel=1e-6)
+    np.testing.assert_allclose(np.asarray(jit_grad), np.asarray(eager_grad), rtol=1e-5, atol=1e-7)
+    assert jit_grad.dtype == pred.dtype
+    # jax.grad of the error sum is minus N times the grad: the downhill sign, not divided.
+    autodiff = jax.grad(lambda p: loss(p, target)[0])(pred)
+    np.testing.assert_allclose(
+        np.asarray(autodiff), -4 * np.asarray(eager_grad), rtol=1e-4, atol=1e-6
+    )
+
+
+def test_pure_function_under_vmap_is_a_loop_over_batches():
+    jax = pytest.importorskip("jax")
+    jnp = pytest.importorskip("jax.numpy")
+    rng = np.random.default_rng(36)
+    preds = jnp.asarray(rng.standard_normal((3, 4, 5)), dtype=jnp.float32)
+    targets = jnp.asarray(rng.standard_normal((3, 4, 5)), dtype=jnp.float32)
+    errors, grads = jax.vmap(lambda p, t: softmax_kl_loss(p, t, norm_target=True))(preds, targets)
+    assert errors.shape == (3,)
+    assert grads.shape == (3, 4, 5)
+    for b in range(3):
+        error, grad = KLDivergence(normTarget=True)(preds[b], targets[b])
+        assert float(errors[b]) / 4 == pytest.approx(error, rel=1e-5)
+        np.testing.assert_allclose(np.asarray(grads[b]), np.asarray(grad), rtol=1e-5, atol=1e-7)
+    # A bad label in one batch of a vmap makes only that batch's error NaN.
+    labels = jnp.asarray([[0, 1, 2, 3], [0, 1, 9, 3], [4, 4, 4, 4]])
+    errors, grads = jax.vmap(lambda p, t: softmax_kl_loss(p, t, maxlabels=5))(preds, labels)
+    assert np.isnan(np.asarray(errors)).tolist() == [False, True, False]
+    assert np.isnan(np.asarray(grads)).all(axis=2).tolist()[1] == [False, False, True, False]
+
+
+# ---- item 15: no copy of the target ---------------------------------------------------------
+
+
+class _StubBackend:
+    """A backend that does no arithmetic, so that what the loss's own code allocates shows."""
+
+    def __init__(self, grad: np.ndarray) -> None:
+        self.grad = grad
+
+    def softmax_kl_loss(self, pred, target, *, norm_target, xp):
+        assert tuple(pred.shape) == tuple(target.shape) == self.grad.shape
+        return np.asarray(0.0), self.grad
+
+
+def traced_peak(run) -> int:
+    """Bytes allocated at the peak of ``run()`` beyond what was allocated before it."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        run()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def big_float32_rows() -> tuple[np.ndarray, np.ndarray]:
+    """16 MiB each: logits and a distribution normalised in float32."""
+    rng = np.random.default_rng(37)
+    pred = rng.standard_normal((4096, 1024), dtype=np.float32)
+    target = rng.random((4096, 1024), dtype=np.float32) + np.float32(0.01)
+    target /= target.sum(axis=1, keepdims=True, dtype=np.float32)
+    return pred, target
+
+
+@pytest.mark.parametrize("norm_target", [False, True])
+def test_the_loss_own_code_does_not_copy_a_float32_target(monkeypatch, norm_target):
+    """Validation, reshapes and checks: well under a quarter of the target's size (a float64
+    copy of it was twice its size, the bool masks of the old checks three quarters)."""
+    pred, target = big_float32_rows()
+    grad = np.empty_like(pred)
+    monkeypatch.setattr(kldiv.loss._dispatch, "backend", lambda xp: _StubBackend(grad))
+    div = KLDivergence(normTarget=norm_target)
+    peak = traced_peak(lambda: div(pred, target))
+    assert peak < target.nbytes / 4, f"{peak / 2**20:.1f} MiB for a 16 MiB target"
+
+
+def test_one_hot_labels_take_preds_dtype(monkeypatch):
+    """The one-hot target of (N, C) labels is float32 for a float32 pred: one pred's size,
+    plus the comparison's bools, not a float64 copy (twice that)."""
+    pred, _ = big_float32_rows()
+    labels = np.random.default_rng(38).integers(0, 1024, 4096)
+    grad = np.empty_like(pred)
+    monkeypatch.setattr(kldiv.loss._dispatch, "backend", lambda xp: _StubBackend(grad))
+    peak = traced_peak(lambda: KLDivergence(maxlabels=1024)(pred, labels))
+    assert peak < 1.5 * pred.nbytes, f"{peak / 2**20:.1f} MiB for a 16 MiB pred"
+
+
+def test_a_loss_call_adds_little_to_its_arithmetic():
+    """The whole call, besides what the backend's arithmetic takes by itself (the grad and
+    its per-thread tiles), stays under a quarter of the float32 target's size."""
+    from kldiv import _dispatch
+
+    pred, target = big_float32_rows()
+    backend = _dispatch.backend(array_api_compat.array_namespace(pred))
+    xp = array_api_compat.array_namespace(pred)
+    KLDivergence()(pred[:512], target[:512])  # first-call work (thread pool, imports) first
+    arithmetic = traced_peak(
+        lambda: backend.softmax_kl_loss(pred, target, norm_target=False, xp=xp)
+    )
+    whole = traced_peak(lambda: KLDivergence()(pred, target))
+    assert whole - arithmetic < target.nbytes / 4, (whole / 2**20, arithmetic / 2**20)
+
+
+# ---- item 16: PuzzleLib's behaviour where it was a difference -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pred_shape", "target_shape", "maxlabels"),
+    [((2, 5), (3, 5), None), ((2, 5), (2, 4), None), ((2, 5), (2, 5), 4), ((5,), (5,), None)],
+)
+def test_shape_refusals_are_assertion_errors_as_in_puzzlelib(
+    xp, pred_shape, target_shape, maxlabels
+):
+    pred = asarray(xp, np.zeros(pred_shape), "float32")
+    target = asarray(xp, np.full(target_shape, 0.2), "float32")
+    div = KLDivergence(maxlabels=maxlabels)
+    with pytest.raises(AssertionError) as info:
+        div(pred, target)
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, KLDivergenceError)
+    with pytest.raises(AssertionError):
+        div.validate(pred, target)
+
+
+def test_getValError_is_cleared_by_a_training_call_as_in_puzzlelib():
+    rng = np.random.default_rng(39)
+    pred, target = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    div = KLDivergence(normTarget=True)
+    assert div.getValError() is None
+    val = div.validate(pred, target)
+    assert div.getValError() == val
+    div(pred, target, queryError=False)
+    assert div.getValError() is None  # PuzzleLib's reset() on every call
+    val = div.validate(pred, target)
+    with pytest.raises(AssertionError):
+        div(pred, target[:2])  # refused before reset(), in PuzzleLib too: kept
+    assert div.getValError() == val
+    div(pred, target)
+    assert div.getValError() is None
+
+
+def test_getMeanError_before_any_batch_raises():
+    with pytest.raises(RuntimeError, match="no sample"):
+        KLDivergence().getMeanError()
