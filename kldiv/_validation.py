@@ -203,9 +203,11 @@ def check_probabilities(name: str, x: Array, xp: Namespace) -> None:
     """Raise ``ValueError`` at the first negative, NaN or infinite entry of ``x``."""
     if x.ndim == 0:
         x = xp.reshape(x, (1,))
-    bad = ~(xp.isfinite(x) & (x >= 0))
-    if not bool(xp.any(bad)):
+    # Two reductions, no full-size temporary, answer for valid input; min and max propagate
+    # NaN, which fails the comparisons and goes to the search for the first bad entry.
+    if math.prod(x.shape) == 0 or (float(xp.min(x)) >= 0 and float(xp.max(x)) < math.inf):
         return
+    bad = ~(xp.isfinite(x) & (x >= 0))
     index = first_true(bad, xp)
     value = float(x[index])
     kind = "a NaN" if math.isnan(value) else "an infinite" if math.isinf(value) else "a negative"
