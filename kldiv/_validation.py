@@ -44,7 +44,12 @@ def namespace(names: Sequence[str], arrays: Sequence[object]) -> tuple[Namespace
             msg = f"arrays of one library expected, but {kinds}"
             raise TypeError(msg) from None
         # A JAX tracer has no device (None) until it is placed: nothing to compare.
-        devices = [(n, d) for n, a in real if (d := _compat.device(a)) is not None]
+        # a plain loop: torch.compile cannot trace a walrus inside a comprehension
+        devices = []
+        for n, a in real:
+            d = _compat.device(a)
+            if d is not None:
+                devices.append((n, d))
         first_name, first_device = devices[0] if devices else ("", None)
         for name, dev in devices[1:]:
             if dev != first_device:
@@ -169,7 +174,7 @@ def check_distribution_axes(
 
 def check_not_empty(func: str, shape: tuple[int, ...], axes: tuple[int, ...]) -> None:
     """A distribution needs at least one entry: raise ``ValueError`` for an axis of length 0."""
-    if math.prod(shape[a] for a in axes) == 0:
+    if math.prod([shape[a] for a in axes]) == 0:
         msg = (
             f"{func}: the distribution axis {_axes_shown(axes, len(shape))} of shape {shape} "
             "has no entries, so there is no distribution"
@@ -205,7 +210,7 @@ def check_probabilities(name: str, x: Array, xp: Namespace) -> None:
         x = xp.reshape(x, (1,))
     # Two reductions, no full-size temporary, answer for valid input; min and max propagate
     # NaN, which fails the comparisons and goes to the search for the first bad entry.
-    if math.prod(x.shape) == 0 or (float(xp.min(x)) >= 0 and float(xp.max(x)) < math.inf):
+    if math.prod(x.shape) == 0 or bool((xp.min(x) >= 0) & (xp.max(x) < xp.inf)):
         return
     bad = ~(xp.isfinite(x) & (x >= 0))
     index = first_true(bad, xp)
@@ -256,7 +261,7 @@ def check_normalised(
     The sums accumulate in ``compute_dtype`` (float32 at least, so bfloat16 rows are summed
     in float32) without a cast copy of ``x``: the reduction converts as it reads.
     """
-    n = math.prod(x.shape[a] for a in axes)
+    n = math.prod([x.shape[a] for a in axes])
     tol = sum_tolerance(x.dtype, n, xp)
     sums = xp.sum(x, axis=axes, dtype=compute_dtype)
     bad = ~(xp.abs(sums - 1) <= tol)
@@ -279,7 +284,7 @@ def unnormalised_rows(x: Array, axes: tuple[int, ...], keepdims: bool, xp: Names
     """Where a row of ``x`` along ``axes`` is not within :func:`sum_tolerance` of 1 (or holds
     NaN): the lazy form of :func:`check_normalised`, a mask shaped like a reduction over
     ``axes`` with ``keepdims``, never read here."""
-    n = math.prod(x.shape[a] for a in axes)
+    n = math.prod([x.shape[a] for a in axes])
     work = _dtypes.compute_dtype(xp, x.dtype, _compat.device(x))
     sums = xp.sum(x, axis=axes, keepdims=keepdims, dtype=work)
     return ~(xp.abs(sums - 1) <= sum_tolerance(x.dtype, n, xp))
