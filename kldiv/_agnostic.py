@@ -200,8 +200,15 @@ def js_div(
     """
     del validate  # the public layer has checked the values already
     out_dtype, _, (p, q) = _upcast(xp, p, q)
-    m = p / 2 + q / 2  # not (p + q)/2, which overflows for two huge entries
-    terms = kl_terms(p, m, xp) + kl_terms(q, m, xp)
+    both = (p > 0) & (q > 0)
+    p1, q1 = _positive_or_one(p, xp), _positive_or_one(q, xp)
+    m = p1 / 2 + q1 / 2  # not (p + q)/2, which overflows for two huge entries
+    terms = kl_terms(p1, m, xp) + kl_terms(q1, m, xp)
+    # Where one of p, q is 0 the pair's terms are the other's times log(2); written so, the
+    # zero one's derivative is 0 (its true one is -inf), and no branch adds m's twice over.
+    zero = xp.zeros_like(terms)
+    alone = (xp.where(p > 0, p1, zero) + xp.where(q > 0, q1, zero)) * math.log(2)
+    terms = xp.where(both, terms, alone)
     terms = xp.where(_invalid(xp, p, q), xp.full_like(terms, xp.nan), terms)
     return xp.astype(xp.sum(terms, axis=axes, keepdims=keepdims) / 2, out_dtype)
 
