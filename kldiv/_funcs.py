@@ -114,8 +114,9 @@ def rel_entr(p: Array, q: Array, /, *, validate: bool = True) -> Array:
     p, q : array
         Non-negative real floating arrays of one library, broadcast against each other.
     validate : bool, optional
-        Check that no entry is negative, NaN or infinite (default). Skipped for lazy arrays
-        (Dask, JAX under tracing), whose values cannot be read without computing them.
+        Check that no entry is negative, NaN or infinite (default). Where values cannot be
+        read (Dask, JAX under tracing, ``torch.vmap``), and with ``validate=False``, such an
+        entry gives NaN instead.
 
     Returns
     -------
@@ -174,8 +175,10 @@ def kl_div(
         Logarithm base: None for nats (default), 2 for bits.
     validate : bool, optional
         Check that every entry is finite and non-negative and that every distribution sums to
-        1 within a tolerance fitted to its dtype and length (default). The value checks are
-        skipped for lazy arrays (Dask, JAX under tracing); shape and dtype checks always run.
+        1 within a tolerance fitted to its dtype (the table in docs/index.md) (default).
+        Where values cannot be read (Dask, JAX under tracing, ``torch.vmap``, meta and fake
+        tensors) nothing can raise: a row the checks would refuse gives NaN instead. Shape
+        and dtype checks always run. Unchecked negative, NaN or infinite entries give NaN.
 
     Returns
     -------
@@ -245,8 +248,8 @@ def kl_div_logits(
     axis, keepdims, base
         As in :func:`kl_div`.
     validate : bool, optional
-        Reject NaN and ``+inf`` entries and rows with no finite entry (default); skipped for
-        lazy arrays.
+        Reject NaN and ``+inf`` entries and rows with no finite entry (default). Where values
+        cannot be read, as in :func:`kl_div`, and with ``validate=False``, those give NaN.
 
     Returns
     -------
