@@ -27,7 +27,7 @@ Elsewhere ``log(p) - log(q)`` replaces ``log(p/q)``, since ``p/q`` overflows for
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from kldiv._compat import device
 from kldiv._dtypes import compute_dtype
@@ -67,9 +67,25 @@ def _invalid(xp: Namespace, *arrays: Array) -> Array:
     return bad
 
 
-def _log_ratio(p: Array, q: Array, xp: Namespace) -> tuple[Array, Array, Array]:
-    """``log(p/q)`` for ``p, q > 0``, exact to a rounding relative to its value; the ``near``
-    mask, ``|s| < 1/2`` with ``s = (p - q)/(p + q)``; and ``s`` there (0 elsewhere).
+class _Ratio(NamedTuple):
+    """``log(p/q)`` elementwise and the pieces the terms near ``p == q`` are made of."""
+
+    p: Array  # p and q with their entries that are not positive and finite replaced by 1
+    q: Array
+    near: Array  # |s| < 1/2 with s = (p - q)/(p + q): p/q in (1/3, 3)
+    s: Array  # s where near, 0 elsewhere
+    atanh_s: Array
+    log: Array  # log(p/q), exact to a rounding relative to its value
+
+    def near_terms(self) -> Array:
+        """``t = p*log(p/q) - (p - q) >= 0`` where ``near``, as
+        ``(p + q)*(s**2 + (1 + s)*(atanh(s) - s))``, which cancels nothing."""
+        s = self.s
+        return (self.p + self.q) * (s * s + (1 + s) * (self.atanh_s - s))
+
+
+def _ratio(p: Array, q: Array, xp: Namespace) -> _Ratio:
+    """``log(p/q)`` for ``p, q > 0``, exact to a rounding relative to its value.
 
     Near ``p == q`` it is ``2*atanh(s)``, ``s`` exact to one rounding. Elsewhere
     ``|log(p/q)| > log(3)``, and ``log`` of the rounded ratio is exact relative to that; where
@@ -81,6 +97,7 @@ def _log_ratio(p: Array, q: Array, xp: Namespace) -> tuple[Array, Array, Array]:
     s = (p1 - q1) / (p1 + q1)
     near = xp.abs(s) < _NEAR
     s_near = xp.where(near, s, xp.zeros_like(s))
+    atanh_s = xp.atanh(s_near)
     difference = xp.log(p1) - xp.log(q1)
     # the ratio where it is a normal float, well inside the range: |log(p/q)| < 700 (float64);
     # float32's range when the compute dtype is float32
@@ -89,7 +106,7 @@ def _log_ratio(p: Array, q: Array, xp: Namespace) -> tuple[Array, Array, Array]:
     one = xp.ones_like(p1)
     ratio = xp.where(plain, p1, one) / xp.where(plain, q1, one)
     log_far = xp.where(plain, xp.log(ratio), difference)
-    return xp.where(near, 2 * xp.atanh(s_near), log_far), near, s_near
+    return _Ratio(p1, q1, near, s_near, atanh_s, xp.where(near, 2 * atanh_s, log_far))
 
 
 def kl_terms(p: Array, q: Array, xp: Namespace) -> Array:
@@ -98,10 +115,8 @@ def kl_terms(p: Array, q: Array, xp: Namespace) -> Array:
     ``t(0, q) = q``; ``t(p, 0) = inf`` for ``p > 0``; ``t(0, 0) = 0``; NaN where either is
     negative, NaN or infinite, so that unchecked bad input never turns into a number.
     """
-    log_ratio, near, s = _log_ratio(p, q, xp)
-    p1, q1 = _positive_or_one(p, xp), _positive_or_one(q, xp)
-    t_near = (p1 + q1) * (s * s + (1 + s) * (xp.atanh(s) - s))
-    t = xp.where(near, t_near, p1 * log_ratio - (p1 - q1))
+    r = _ratio(p, q, xp)
+    t = xp.where(r.near, r.near_terms(), r.p * r.log - (r.p - r.q))
     t = xp.where(q > 0, t, xp.full_like(t, xp.inf))
     t = xp.where(p > 0, t, q)
     return xp.where(_invalid(xp, p, q), xp.full_like(t, xp.nan), t)
@@ -117,11 +132,10 @@ def _kl_parts(p: Array, q: Array, xp: Namespace) -> tuple[Array, Array]:
     each entry is exact to a rounding, and the result to a rounding of ``sum(|m|) + sum(t)``.
     ``p == 0`` gives ``(0, 0)``; ``p > 0 == q`` gives ``m = inf``; bad input NaN.
     """
-    log_ratio, near, s = _log_ratio(p, q, xp)
-    p1, q1 = _positive_or_one(p, xp), _positive_or_one(q, xp)
-    zero = xp.zeros_like(p1)
-    t = xp.where(near, (p1 + q1) * (s * s + (1 + s) * (xp.atanh(s) - s)), zero)
-    m = xp.where(near, p1 - q1, p1 * log_ratio)
+    r = _ratio(p, q, xp)
+    zero = xp.zeros_like(r.p)
+    t = xp.where(r.near, r.near_terms(), zero)
+    m = xp.where(r.near, r.p - r.q, r.p * r.log)
     m = xp.where(q > 0, m, xp.full_like(m, xp.inf))
     live = p > 0
     t, m = xp.where(live, t, zero), xp.where(live, m, zero)
@@ -133,8 +147,8 @@ def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
     a negative, NaN or infinite entry."""
     del validate  # the public layer has checked the values already
     out_dtype, _, (p, q) = _upcast(xp, p, q)
-    log_ratio, _, _ = _log_ratio(p, q, xp)
-    r = _positive_or_one(p, xp) * log_ratio
+    ratio = _ratio(p, q, xp)
+    r = ratio.p * ratio.log
     r = xp.where(q > 0, r, xp.full_like(r, xp.inf))
     r = xp.where(p > 0, r, xp.zeros_like(r))
     r = xp.where(_invalid(xp, p, q), xp.full_like(r, xp.nan), r)
