@@ -305,33 +305,25 @@ def _kl_tile_nonnegative(tiles: Sequence[Array], scratch: _Scratch) -> Array:
     return _fix_rows(sums, lambda rows: _kl_exact(p[rows], q[rows], u[rows]))
 
 
+def _generic_rows(func: Callable[..., Array], *rows: Array) -> Array:
+    """``func`` of :mod:`kldiv._agnostic` on float64 ``(rows, n)`` arrays, unvalidated: the
+    exact generic code, which alone tells an infinite result (``q == 0 < p``) from bad input
+    (NaN), for the rows the tiles' faster forms cannot take."""
+    return func(*rows, axes=(1,), keepdims=False, validate=False, xp=_generic_np())
+
+
 def _kl_tile_unchecked(tiles: Sequence[Array], scratch: _Scratch) -> Array:
-    """``KL`` per row of unvalidated input, by the generic code's split of each entry
+    """``KL`` per row of unvalidated input, by the generic code, which splits each entry
     (:func:`kldiv._agnostic._kl_parts`): measures whose masses differ (``validate=False``)
     would otherwise have a large ``sum(t)`` cancel against ``sum(p - q)``."""
     del scratch  # the generic code allocates its own temporaries, a few tiles' worth
-    t, m = _agnostic._kl_parts(tiles[0], tiles[1], _generic_np())
-    return np.sum(t, axis=1) + np.sum(m, axis=1)
-
-
-def _still_bad(fixed: Array, redo: Callable[[Array], Array]) -> Array:
-    """``fixed`` with the rows still not finite recomputed by ``redo(mask)``, the generic
-    code, which alone tells an infinite result (``q == 0 < p``) from bad input (NaN)."""
-    still = ~np.isfinite(fixed)
-    if still.any():
-        fixed[still] = redo(still)
-    return fixed
+    return _generic_rows(_agnostic.kl_div, *tiles)
 
 
 def _kl_exact(p: Array, q: Array, log_ratio: Array) -> Array:
     """Rows that came out NaN or infinite: the zero convention, then the generic code."""
     fixed = _dot_rows(p, np.where(_zero_under(p, q), 0.0, log_ratio))
-    still = ~np.isfinite(fixed)
-    if still.any():
-        xp = _generic_np()
-        pr, qr = p[still], q[still]
-        fixed[still] = np.sum(_agnostic.kl_terms(pr, qr, xp), axis=1) + np.sum(pr - qr, axis=1)
-    return fixed
+    return _fix_rows(fixed, lambda still: _generic_rows(_agnostic.kl_div, p[still], q[still]))
 
 
 def _entropy_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
@@ -343,13 +335,7 @@ def _entropy_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
     def exact(rows: Array) -> Array:
         pr = p[rows]
         fixed = 0.0 - _dot_rows(pr, np.where(pr == 0, 0.0, log_p[rows]))
-
-        def generic(still: Array) -> Array:
-            return _agnostic.entropy(
-                pr[still], axes=(1,), keepdims=False, validate=False, xp=_generic_np()
-            )
-
-        return _still_bad(fixed, generic)
+        return _fix_rows(fixed, lambda still: _generic_rows(_agnostic.entropy, pr[still]))
 
     return _fix_rows(0.0 - _dot_rows(p, log_p), exact)
 
@@ -362,13 +348,9 @@ def _cross_entropy_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
     def exact(rows: Array) -> Array:
         pr, qr = p[rows], q[rows]
         fixed = 0.0 - _dot_rows(pr, np.where(_zero_under(pr, qr), 0.0, log_q[rows]))
-
-        def generic(still: Array) -> Array:
-            return _agnostic.cross_entropy(
-                pr[still], qr[still], axes=(1,), keepdims=False, validate=False, xp=_generic_np()
-            )
-
-        return _still_bad(fixed, generic)
+        return _fix_rows(
+            fixed, lambda still: _generic_rows(_agnostic.cross_entropy, pr[still], qr[still])
+        )
 
     return _fix_rows(0.0 - _dot_rows(p, log_q), exact)
 
@@ -392,14 +374,7 @@ def _js_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
         from_q = _dot_rows(qr, np.where(_zero_under(qr, pr), 0.0, log_q_m[rows]))
         fixed = (from_p + from_q) / 2
         # Still not finite: s rounded to +-1 (one side over 1e16 times the other), or bad input
-        still = ~np.isfinite(fixed)
-        if still.any():
-            xp = _generic_np()
-            ps, qs = pr[still], qr[still]
-            m = (ps + qs) / 2
-            terms = _agnostic.kl_terms(ps, m, xp) + _agnostic.kl_terms(qs, m, xp)
-            fixed[still] = np.sum(terms, axis=1) / 2
-        return fixed
+        return _fix_rows(fixed, lambda still: _generic_rows(_agnostic.js_div, pr[still], qr[still]))
 
     return _fix_rows((_dot_rows(p, s) + _dot_rows(q, log_q_m)) / 2, exact)
 
@@ -744,27 +719,16 @@ def _logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
                 peaks = (_softmax_rows(at, la, work), _softmax_rows(bt, lb, q))
                 flagged = flagged or not all(np.isfinite(peak).all() for peak in peaks)
                 sums = _logit_terms_rows(la, lb, q, work)
-
-                def exact(bad: Array, at: Array = at, bt: Array = bt) -> Array:
-                    gx = _generic_np()
-                    la_bad = _agnostic.log_softmax(at[bad], (1,), gx)
-                    lb_bad = _agnostic.log_softmax(bt[bad], (1,), gx)
-                    return np.sum(_agnostic.logit_terms(la_bad, lb_bad, gx), axis=1)
-
-                sums = _fix_rows(sums, exact)
+                # The generic code, exact for both, redoes the rows the fast form cannot
+                # take (not finite: -inf logits, overflow) and, for float64, those under
+                # _LOGITS_EXACT_BELOW, where the rounding of each log-softmax is all of
+                # d = log(p/q) for near-identical rows.
+                redo = ~np.isfinite(sums)
                 if precise:
-                    # Rounding of each log-softmax is all of d = log(p/q) for near-identical
-                    # rows: below _LOGITS_EXACT_BELOW the generic code's exact d redoes them.
-                    close = np.flatnonzero(sums < _LOGITS_EXACT_BELOW)
-                    if close.size:
-                        sums[close] = _agnostic.kl_div_logits(
-                            at[close],
-                            bt[close],
-                            axes=(1,),
-                            keepdims=False,
-                            validate=False,
-                            xp=_generic_np(),
-                        )
+                    redo |= sums < _LOGITS_EXACT_BELOW
+                again = np.flatnonzero(redo)
+                if again.size:
+                    sums[again] = _generic_rows(_agnostic.kl_div_logits, at[again], bt[again])
                 out[r] = np.where(sums < 0, 0.0, sums)
         return flagged
 
