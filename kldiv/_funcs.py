@@ -15,7 +15,6 @@ import numpy as np
 
 from kldiv import _compat, _dispatch
 from kldiv import _validation as v
-from kldiv._dtypes import compute_dtype
 
 Array = Any
 Axis = int | tuple[int, ...] | None
@@ -75,8 +74,7 @@ def _prepare(
                 continue
             v.check_probabilities(name, x, xp)
             if axes:
-                work = compute_dtype(xp, x.dtype, _compat.device(x))
-                v.check_normalised(name, v.expand_to(x, len(shape), xp), axes, work, xp)
+                v.check_normalised(name, v.expand_to(x, len(shape), xp), axes, xp)
     return _Prepared(xp, backend, checked, axes, unread)
 
 

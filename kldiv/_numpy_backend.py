@@ -420,7 +420,7 @@ def _check(
     for name, x in zip(names, arrays, strict=True):
         v.check_probabilities(name, x, xp)
         if axes:
-            v.check_normalised(name, v.expand_to(x, len(shape), xp), axes, xp.float64, xp)
+            v.check_normalised(name, v.expand_to(x, len(shape), xp), axes, xp)
 
 
 # The backend checks values itself, in its pass over the data: the public layer leaves them.

@@ -208,9 +208,9 @@ def check_probabilities(name: str, x: Array, xp: Namespace) -> None:
     """Raise ``ValueError`` at the first negative, NaN or infinite entry of ``x``."""
     if x.ndim == 0:
         x = xp.reshape(x, (1,))
-    # Two reductions, no full-size temporary, answer for valid input; min and max propagate
-    # NaN, which fails the comparisons and goes to the search for the first bad entry.
-    if math.prod(x.shape) == 0 or bool((xp.min(x) >= 0) & (xp.max(x) < xp.inf)):
+    # Two reductions, no full-size temporary, answer for valid input; the search for the
+    # first bad entry runs only when there is one.
+    if math.prod(x.shape) == 0 or not bool(bad_probability_rows(x, None, xp)):
         return
     bad = ~(xp.isfinite(x) & (x >= 0))
     index = first_true(bad, xp)
@@ -246,25 +246,30 @@ def sum_tolerance(dtype: Any, n: int, xp: Namespace) -> float:
     Counts, logits or forgotten softmaxes are off 1 by far more than any of these.
     """
     info = xp.finfo(dtype)
-    bits = int(getattr(info, "bits", 8 * np.dtype(np.float64).itemsize))
-    if bits <= 16:
+    if info.bits <= 16:
         return 4.0 * float(info.eps)
     eps = float(np.finfo(_NORMALISED_IN).eps)
     return eps * (8.0 + 4.0 * math.sqrt(max(n, 1)))
 
 
-def check_normalised(
-    name: str, x: Array, axes: tuple[int, ...], compute_dtype: Any, xp: Namespace
-) -> None:
-    """Raise ``ValueError`` at the first row of ``x`` along ``axes`` not summing to 1.
+def _row_sums(
+    x: Array, axes: tuple[int, ...], keepdims: bool, xp: Namespace
+) -> tuple[Array, Array, float]:
+    """The sums of ``x``'s rows along ``axes``, whether each is off 1 (or NaN), and the
+    tolerance of :func:`sum_tolerance`.
 
-    The sums accumulate in ``compute_dtype`` (float32 at least, so bfloat16 rows are summed
+    The sums accumulate in the compute dtype (float32 at least, so bfloat16 rows are summed
     in float32) without a cast copy of ``x``: the reduction converts as it reads.
     """
-    n = math.prod([x.shape[a] for a in axes])
-    tol = sum_tolerance(x.dtype, n, xp)
-    sums = xp.sum(x, axis=axes, dtype=compute_dtype)
-    bad = ~(xp.abs(sums - 1) <= tol)
+    tol = sum_tolerance(x.dtype, math.prod([x.shape[a] for a in axes]), xp)
+    work = _dtypes.compute_dtype(xp, x.dtype, _compat.device(x))
+    sums = xp.sum(x, axis=axes, keepdims=keepdims, dtype=work)
+    return sums, ~(xp.abs(sums - 1) <= tol), tol
+
+
+def check_normalised(name: str, x: Array, axes: tuple[int, ...], xp: Namespace) -> None:
+    """Raise ``ValueError`` at the first row of ``x`` along ``axes`` not summing to 1."""
+    sums, bad, tol = _row_sums(x, axes, False, xp)
     if bad.ndim == 0:
         bad = xp.reshape(bad, (1,))
         sums = xp.reshape(sums, (1,))
@@ -280,20 +285,40 @@ def check_normalised(
     raise ValueError(msg)
 
 
+# The lazy forms of the checks: masks shaped like a reduction over ``axes``, never read here,
+# built from row reductions alone (no temporary of the input's size). Each condition is False
+# for NaN, which the standard's min, max and sum propagate, so NaN counts as bad.
+
+
 def unnormalised_rows(x: Array, axes: tuple[int, ...], keepdims: bool, xp: Namespace) -> Array:
-    """Where a row of ``x`` along ``axes`` is not within :func:`sum_tolerance` of 1 (or holds
-    NaN): the lazy form of :func:`check_normalised`, a mask shaped like a reduction over
-    ``axes`` with ``keepdims``, never read here."""
-    n = math.prod([x.shape[a] for a in axes])
-    work = _dtypes.compute_dtype(xp, x.dtype, _compat.device(x))
-    sums = xp.sum(x, axis=axes, keepdims=keepdims, dtype=work)
-    return ~(xp.abs(sums - 1) <= sum_tolerance(x.dtype, n, xp))
+    """Rows of ``x`` not within :func:`sum_tolerance` of 1: what :func:`check_normalised`
+    refuses."""
+    return _row_sums(x, axes, keepdims, xp)[1]
+
+
+def bad_probability_rows(
+    x: Array, axes: tuple[int, ...] | None, xp: Namespace, keepdims: bool = False
+) -> Array:
+    """Rows with a negative, NaN or infinite entry: what :func:`check_probabilities` refuses.
+    ``axes=None`` takes the whole array."""
+    low, high = xp.min(x, axis=axes, keepdims=keepdims), xp.max(x, axis=axes, keepdims=keepdims)
+    return ~((low >= 0) & (high < xp.inf))
+
+
+def bad_logit_rows(x: Array, axes: tuple[int, ...], xp: Namespace, keepdims: bool = False) -> Array:
+    """Rows with a NaN or ``+inf`` logit, or with no finite one: what :func:`check_logits`
+    refuses."""
+    peak = xp.max(x, axis=axes, keepdims=keepdims)
+    return ~((peak > -xp.inf) & (peak < xp.inf))
 
 
 def check_logits(name: str, x: Array, axes: tuple[int, ...], xp: Namespace) -> None:
     """Raise ``ValueError`` at a NaN or ``+inf`` logit, or a row with no finite logit."""
     if x.ndim == 0:
         x = xp.reshape(x, (1,))
+    # one reduction answers for valid input; the searches below run only when it says no
+    if not bool(xp.any(bad_logit_rows(x, axes, xp))):
+        return
     bad = xp.isnan(x) | (x == xp.inf)
     if bool(xp.any(bad)):
         index = first_true(bad, xp)

@@ -144,29 +144,6 @@ def _check_shapes(
         raise KLDivergenceError(msg)
 
 
-# Per-sample masks of what validation refuses. Each is built from row reductions alone (no
-# temporary of the input's size), and each condition is False for NaN, so NaN counts as bad.
-# The standard's max and min propagate NaN.
-
-
-def _bad_logit_rows(rows: Array, xp: Namespace) -> Array:
-    """Rows with a NaN or ``+inf`` logit, or with no finite one (all ``-inf``)."""
-    peak = xp.max(rows, axis=1)
-    return ~((peak > -xp.inf) & (peak < xp.inf))
-
-
-def _bad_probability_rows(rows: Array, xp: Namespace) -> Array:
-    """Rows with a negative, NaN or infinite probability."""
-    return ~((xp.min(rows, axis=1) >= 0) & (xp.max(rows, axis=1) < xp.inf))
-
-
-def _unnormalised_rows(rows: Array, work: Any, xp: Namespace) -> Array:
-    """Rows whose sum is off 1 by more than :func:`kldiv._validation.sum_tolerance`."""
-    tol = v.sum_tolerance(rows.dtype, int(rows.shape[1]), xp)
-    sums = xp.sum(rows, axis=1, dtype=work)  # converts as it reads: no copy of the target
-    return ~(xp.abs(sums - 1) <= tol)
-
-
 def _bad_label_rows(labels: Array, classes: int, xp: Namespace) -> Array:
     """Samples with a label outside ``[0, classes)``, over all their positions."""
     rows = xp.reshape(labels, (labels.shape[0], -1))
@@ -175,7 +152,6 @@ def _bad_label_rows(labels: Array, classes: int, xp: Namespace) -> Array:
 
 def _check_values(
     pred: Array,
-    pred_rows: Array,
     target: Array,
     maxlabels: int | None,
     norm_target: bool,
@@ -183,13 +159,11 @@ def _check_values(
 ) -> None:
     """Raise :class:`KLDivergenceError` at the first value that validation refuses.
 
-    The row reductions answer first; the shared checks, which find and name the entry, run
-    only on input that has one to name.
+    The shared checks answer for valid input from row reductions; the search that finds and
+    names an entry runs only on input that has one to name.
     """
-    n = int(pred.shape[0])
     sample_axes = tuple(range(1, pred.ndim))  # checked in place, so indices are pred's
-    if bool(xp.any(_bad_logit_rows(pred_rows, xp))):
-        v.check_logits("pred", pred, sample_axes, xp)
+    v.check_logits("pred", pred, sample_axes, xp)
     if xp.isdtype(target.dtype, "integral"):
         classes = int(pred.shape[1])
         if bool(xp.any(_bad_label_rows(target, classes, xp))):
@@ -203,15 +177,11 @@ def _check_values(
             )
             raise KLDivergenceError(msg)
         return
-    rows = xp.reshape(target, (n, -1))
     if norm_target:
-        if bool(xp.any(_bad_logit_rows(rows, xp))):
-            v.check_logits("target", target, sample_axes, xp)
+        v.check_logits("target", target, sample_axes, xp)
         return
-    if bool(xp.any(_bad_probability_rows(rows, xp))):
-        v.check_probabilities("target", target, xp)
-    work = compute_dtype(xp, target.dtype, _compat.device(target))
-    v.check_normalised("target", target, sample_axes, work, xp)
+    v.check_probabilities("target", target, xp)
+    v.check_normalised("target", target, sample_axes, xp)
 
 
 def _one_hot(labels: Array, pred: Array, xp: Namespace) -> Array:
@@ -316,7 +286,7 @@ def softmax_kl_loss(
     pred_rows = xp.reshape(pred, (n, -1))
     if validate and readable:
         with _refusals():
-            _check_values(pred, pred_rows, target, maxlabels, norm_target, xp)
+            _check_values(pred, target, maxlabels, norm_target, xp)
     # What was not checked and must not turn into a plausible number: the samples to be NaN.
     bad: Array | None = None
     if labels:
@@ -326,18 +296,17 @@ def softmax_kl_loss(
         target = _one_hot(target, pred, xp)
     target_rows = xp.reshape(target, (n, -1))
     if validate and not readable:
-        bad_pred = _bad_logit_rows(pred_rows, xp)
+        bad_pred = v.bad_logit_rows(pred_rows, (1,), xp)
         bad = bad_pred if bad is None else bad | bad_pred
         if norm_target:
-            bad = bad | _bad_logit_rows(target_rows, xp)
+            bad = bad | v.bad_logit_rows(target_rows, (1,), xp)
         elif not labels:
-            work = compute_dtype(xp, target.dtype, _compat.device(target))
-            bad_entries = _bad_probability_rows(target_rows, xp)
+            bad_entries = v.bad_probability_rows(target_rows, (1,), xp)
             # Summed without them: inf - inf would warn where Dask computes with NumPy.
             summed = xp.where(
                 xp.reshape(bad_entries, (n, 1)), _scalar(0.0, target_rows, xp), target_rows
             )
-            bad = bad | bad_entries | _unnormalised_rows(summed, work, xp)
+            bad = bad | bad_entries | v.unnormalised_rows(summed, (1,), False, xp)
     if bad is not None and not readable:
         # The samples to be NaN are computed on stand-ins (zero logits, a uniform target), so
         # that their values neither warn (Dask computes with NumPy, outside any errstate) nor
