@@ -62,3 +62,9 @@ def random_distributions(
     """Strictly positive float64 distributions along ``axis``."""
     x = rng.uniform(0.01, 1.0, size=shape)
     return x / x.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """The textbook log-softmax along the last axis, in ``x``'s dtype: the host reference."""
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))

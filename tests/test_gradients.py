@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import kldiv
+from tests._helpers import log_softmax
 
 # ---------------------------------------------------------------------------------------------
 # The documented gradients, in float64 NumPy. NaN marks an entry nothing is documented for:
@@ -67,14 +68,9 @@ def _js_expected(p: np.ndarray, q: np.ndarray) -> list[np.ndarray]:
     return [dp, dq]
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 def _logits_expected(a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
     # KL = sum p*(la - lb): dKL/da_k = p_k*((la_k - lb_k) - KL), dKL/db_k = q_k - p_k
-    la, lb = _log_softmax(a), _log_softmax(b)
+    la, lb = log_softmax(a), log_softmax(b)
     p, q = np.exp(la), np.exp(lb)
     live = p > 0  # -inf - -inf would be NaN (and warn); those entries have p = 0 anyway
     d = np.where(live, la, 0.0) - np.where(live, lb, 0.0)
