@@ -24,6 +24,13 @@
  * float32 input: terms in float32 arithmetic (at most a few ulps each, none negative), sums
  * in float64. float64 input: everything in float64.
  *
+ * Unchecked measures of any mass (kl_rows(..., measures=True), the caller's validate=False):
+ * sum(p - q) is no rounding then, and a large q under a small p would make t = q - p + ...,
+ * which the mass difference cancels. There an element with e != 0 adds p*log(p/q) whole to
+ * the first sum and nothing to the second (kl_measure_term_*, kl_measure_rows); the near ones
+ * split as above. Each term is then exact to a few ulps, and the KL to a rounding of the sum
+ * of their magnitudes.
+ *
  * kl_logit_rows, for float32 logits (_native_logits.h), takes each row's maxima, then its
  * exponentials with a vectorised exp (kl_exp_nonpositive_f32), then terms q*phi(p/q) >= 0
  * from the log-ratio d (kl_logit_term_f32), which cancel nothing near p == q. d is the
@@ -109,8 +116,20 @@ static KL_INLINE int kl_domain_f64(double x, double y)
 #define KL_LN2_HI_F64 6.93147180369123816490e-01 /* 0x3fe62e42fee00000 */
 #define KL_LN2_LO_F64 1.90821492927058770002e-10 /* 0x3dea39ef35793c76 */
 
-/* t = p*log(p/q) - (p - q) >= 0, by the scheme at the top of the file. */
-static KL_INLINE float kl_term_f32(float x, float y)
+/* An element's term pieces, by the scheme at the top of the file: t where e == 0 (near), and
+ * p*log(p/q), exact to a few ulps. Outside the domain they are garbage, for the caller to
+ * make NaN. */
+typedef struct {
+    float near, x_log_ratio;
+    int is_near;
+} kl_pieces_f32;
+
+typedef struct {
+    double near, x_log_ratio;
+    int is_near;
+} kl_pieces_f64;
+
+static KL_INLINE kl_pieces_f32 kl_split_f32(float x, float y)
 {
     /* Outside the domain the bits below are garbage, but the term is NaN in the end. */
     const uint32_t bx = kl_f32_bits(x), by = kl_f32_bits(y);
@@ -133,14 +152,34 @@ static KL_INLINE float kl_term_f32(float x, float y)
     poly = poly * z + 1.0f / 3.0f;
     const float a = s * z * poly;
     const float log_ratio = e * KL_LN2_HI_F32 + (2.0f * s + (2.0f * a + e * KL_LN2_LO_F32));
-    const float near = (x + y) * (z + (1.0f + s) * a);
-    const float far = x * log_ratio - (x - y);
-    float t = e == 0.0f ? near : far;
+    const kl_pieces_f32 pieces = {(x + y) * (z + (1.0f + s) * a), x * log_ratio, e == 0.0f};
+    return pieces;
+}
+
+/* t = p*log(p/q) - (p - q) >= 0. */
+static KL_INLINE float kl_term_f32(float x, float y)
+{
+    const kl_pieces_f32 pieces = kl_split_f32(x, y);
+    float t = pieces.is_near ? pieces.near : pieces.x_log_ratio - (x - y);
     t = x == 0.0f ? y : t;
     return kl_domain_f32(x, y) ? t : NAN;
 }
 
-static KL_INLINE double kl_term_f64(double x, double y)
+/* For measures of any mass: the term of p*log(p/q) that goes into sum(t), and in *diff the
+ * part that goes into sum(p - q). Near p == q they are t and p - q, as in kl_term_f32;
+ * elsewhere p*log(p/q) whole and 0, so that no large q makes a large t for the mass
+ * difference to cancel. p == 0 gives 0 and 0. */
+static KL_INLINE float kl_measure_term_f32(float x, float y, float *diff)
+{
+    const kl_pieces_f32 pieces = kl_split_f32(x, y);
+    const int near = pieces.is_near & (x != 0.0f);
+    *diff = near ? x - y : 0.0f;
+    float t = near ? pieces.near : pieces.x_log_ratio;
+    t = x == 0.0f ? 0.0f : t;
+    return kl_domain_f32(x, y) ? t : NAN;
+}
+
+static KL_INLINE kl_pieces_f64 kl_split_f64(double x, double y)
 {
     /* Outside the domain the bits below are garbage, but the term is NaN in the end. */
     const uint64_t bx = kl_f64_bits(x), by = kl_f64_bits(y);
@@ -170,10 +209,25 @@ static KL_INLINE double kl_term_f64(double x, double y)
     poly = poly * z + 1.0 / 3.0;
     const double a = s * z * poly;
     const double log_ratio = e * KL_LN2_HI_F64 + (2.0 * s + (2.0 * a + e * KL_LN2_LO_F64));
-    const double near = (x + y) * (z + (1.0 + s) * a);
-    const double far = x * log_ratio - (x - y);
-    double t = e == 0.0 ? near : far;
+    const kl_pieces_f64 pieces = {(x + y) * (z + (1.0 + s) * a), x * log_ratio, e == 0.0};
+    return pieces;
+}
+
+static KL_INLINE double kl_term_f64(double x, double y)
+{
+    const kl_pieces_f64 pieces = kl_split_f64(x, y);
+    double t = pieces.is_near ? pieces.near : pieces.x_log_ratio - (x - y);
     t = x == 0.0 ? y : t;
+    return kl_domain_f64(x, y) ? t : (double)NAN;
+}
+
+static KL_INLINE double kl_measure_term_f64(double x, double y, double *diff)
+{
+    const kl_pieces_f64 pieces = kl_split_f64(x, y);
+    const int near = pieces.is_near & (x != 0.0);
+    *diff = near ? x - y : 0.0;
+    double t = near ? pieces.near : pieces.x_log_ratio;
+    t = x == 0.0 ? 0.0 : t;
     return kl_domain_f64(x, y) ? t : (double)NAN;
 }
 
@@ -292,6 +346,8 @@ typedef struct {
     const char *name;
     kl_rows_fn f32;
     kl_rows_fn f64;
+    kl_rows_fn measure_f32;
+    kl_rows_fn measure_f64;
     kl_logit_rows_fn logits_f32;
     int supported;
 } kl_variant;
@@ -317,10 +373,13 @@ typedef struct {
 /* Best first; `supported` is filled in when the module loads. */
 static kl_variant kl_variants[] = {
 #ifdef KL_X86_VARIANTS
-    {"x86-64-v4", kl_rows_f32_x86_64_v4, kl_rows_f64_x86_64_v4, kl_logit_rows_f32_x86_64_v4, 0},
-    {"x86-64-v3", kl_rows_f32_x86_64_v3, kl_rows_f64_x86_64_v3, kl_logit_rows_f32_x86_64_v3, 0},
+    {"x86-64-v4", kl_rows_f32_x86_64_v4, kl_rows_f64_x86_64_v4, kl_measure_rows_f32_x86_64_v4,
+     kl_measure_rows_f64_x86_64_v4, kl_logit_rows_f32_x86_64_v4, 0},
+    {"x86-64-v3", kl_rows_f32_x86_64_v3, kl_rows_f64_x86_64_v3, kl_measure_rows_f32_x86_64_v3,
+     kl_measure_rows_f64_x86_64_v3, kl_logit_rows_f32_x86_64_v3, 0},
 #endif
-    {"baseline", kl_rows_f32_baseline, kl_rows_f64_baseline, kl_logit_rows_f32_baseline, 1},
+    {"baseline", kl_rows_f32_baseline, kl_rows_f64_baseline, kl_measure_rows_f32_baseline,
+     kl_measure_rows_f64_baseline, kl_logit_rows_f32_baseline, 1},
 };
 
 #define KL_N_VARIANTS ((int)(sizeof kl_variants / sizeof kl_variants[0]))
@@ -421,7 +480,7 @@ static char kl_check_pair(const Py_buffer *x, const Py_buffer *y, const char *na
 /* Run the row kernel `run` on all rows and finish each row as kl_rows's docstring says;
  * returns whether a row is off 1 by more than tolerance (< 0: no check). No GIL needed. */
 static int kl_rows_finish(kl_rows_fn run, const Py_buffer *p, const Py_buffer *q, void *out,
-                          char out_kind, double tolerance, int redo_cancelled)
+                          char out_kind, double tolerance)
 {
     double res[3 * KL_BLOCK_ROWS];
     const Py_ssize_t rows = p->shape[0];
@@ -436,13 +495,6 @@ static int kl_rows_finish(kl_rows_fn run, const Py_buffer *p, const Py_buffer *q
             if (!(isfinite(kl) && isfinite(sum_p) && isfinite(sum_q))) {
                 kl = (double)NAN; /* for the caller to redo */
             }
-            else if (redo_cancelled && kl - (sum_p - sum_q) > 2.0 * fabs(kl)) {
-                /* Unchecked measures of different masses: sum(t) = kl - sum(p - q) is over
-                 * twice the result, and its rounding would show in it (a large q where p
-                 * is 0 makes t = q, which the mass difference cancels). The caller redoes
-                 * the row with each entry's p*log(p/q) kept whole. */
-                kl = (double)NAN;
-            }
             else if (tolerance >= 0.0) {
                 off |= !(fabs(sum_p - 1.0) <= tolerance && fabs(sum_q - 1.0) <= tolerance);
                 kl = kl < 0.0 ? 0.0 : kl;
@@ -454,28 +506,27 @@ static int kl_rows_finish(kl_rows_fn run, const Py_buffer *p, const Py_buffer *q
 }
 
 PyDoc_STRVAR(kl_rows_doc,
-             "kl_rows(p, q, out, tolerance=None, variant=None, *, redo_cancelled=False)\n"
+             "kl_rows(p, q, out, tolerance=None, variant=None, *, measures=False)\n"
              "--\n\n"
              "For each row r of the 2-D float32 or float64 arrays p and q (same shape and\n"
              "dtype, each row contiguous, any row stride), write out[r] = KL(p[r] || q[r])\n"
              "into the C-contiguous 1-D float32 or float64 array out, or NaN for a row to\n"
              "redo: one holding an element outside the fast domain (q not a positive normal\n"
-             "float; p not one or zero), or whose arithmetic overflowed; with\n"
-             "redo_cancelled (for unchecked measures), also one whose masses differ so that\n"
-             "sum(t) cancels against sum(p - q) (the result under half sum(t)). With a\n"
-             "tolerance, KLs below 0 are written as 0, and the result says whether a row not\n"
-             "to redo has sum(p) or sum(q) off 1 by more than it. variant names one of\n"
-             "variants();\n"
+             "float; p not one or zero), or whose arithmetic overflowed. measures=True\n"
+             "takes rows of any mass (unchecked input): each term far from p == q enters\n"
+             "whole, so that sum(t) never cancels against sum(p - q). With a tolerance, KLs\n"
+             "below 0 are written as 0, and the result says whether a row not to redo has\n"
+             "sum(p) or sum(q) off 1 by more than it. variant names one of variants();\n"
              "None takes the first. Releases the GIL.");
 
 static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"p", "q", "out", "tolerance", "variant", "redo_cancelled", NULL};
+    static char *keywords[] = {"p", "q", "out", "tolerance", "variant", "measures", NULL};
     PyObject *p_obj, *q_obj, *out_obj, *tolerance_obj = Py_None, *variant_obj = Py_None;
-    int redo_cancelled = 0;
+    int measures = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO$p:kl_rows", keywords, &p_obj,
                                      &q_obj, &out_obj, &tolerance_obj, &variant_obj,
-                                     &redo_cancelled)) {
+                                     &measures)) {
         return NULL;
     }
     const kl_variant *variant = kl_find_variant(variant_obj);
@@ -510,10 +561,11 @@ static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *
                         "out must be a 1-D float32 or float64 array of one element per row");
     }
     else {
-        const kl_rows_fn run = kind == 'f' ? variant->f32 : variant->f64;
+        const kl_rows_fn run = measures ? (kind == 'f' ? variant->measure_f32 : variant->measure_f64)
+                                        : (kind == 'f' ? variant->f32 : variant->f64);
         int off;
         Py_BEGIN_ALLOW_THREADS
-        off = kl_rows_finish(run, p, q, out->buf, out_kind, tolerance, redo_cancelled);
+        off = kl_rows_finish(run, p, q, out->buf, out_kind, tolerance);
         Py_END_ALLOW_THREADS
         result = PyBool_FromLong(off);
     }

@@ -8,6 +8,7 @@
 #define KL_EXACT_DIFFS 1
 #define KL_DOMAIN kl_domain_f32
 #define KL_TERM kl_term_f32
+#define KL_MEASURE_TERM kl_measure_term_f32
 #define KL_FN(name) KL_NAME(name, f32, KL_VARIANT)
 #include "_native_row.h"
 #undef KL_T
@@ -15,6 +16,7 @@
 #undef KL_EXACT_DIFFS
 #undef KL_DOMAIN
 #undef KL_TERM
+#undef KL_MEASURE_TERM
 #undef KL_FN
 
 #define KL_T double
@@ -22,6 +24,7 @@
 #define KL_EXACT_DIFFS 0
 #define KL_DOMAIN kl_domain_f64
 #define KL_TERM kl_term_f64
+#define KL_MEASURE_TERM kl_measure_term_f64
 #define KL_FN(name) KL_NAME(name, f64, KL_VARIANT)
 #include "_native_row.h"
 #undef KL_T
@@ -29,6 +32,7 @@
 #undef KL_EXACT_DIFFS
 #undef KL_DOMAIN
 #undef KL_TERM
+#undef KL_MEASURE_TERM
 #undef KL_FN
 
 #include "_native_logits.h"

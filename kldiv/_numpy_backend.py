@@ -313,11 +313,31 @@ def _generic_rows(func: Callable[..., Array], *rows: Array) -> Array:
 
 
 def _kl_tile_unchecked(tiles: Sequence[Array], scratch: _Scratch) -> Array:
-    """``KL`` per row of unvalidated input, by the generic code, which splits each entry
-    (:func:`kldiv._agnostic._kl_parts`): measures whose masses differ (``validate=False``)
-    would otherwise have a large ``sum(t)`` cancel against ``sum(p - q)``."""
-    del scratch  # the generic code allocates its own temporaries, a few tiles' worth
-    return _generic_rows(_agnostic.kl_div, *tiles)
+    """``sum(p*log(p/q))`` per row of unvalidated input, each entry's term whole.
+
+    Measures whose masses differ (``validate=False``) would have a large ``sum(t)`` cancel
+    against ``sum(p - q)`` in the split form of the other tiles, so each term is
+    ``p*log(p/q)`` itself, its logarithm exact relative to its value: ``log1p((p - q)/q)``
+    near ``p == q``, ``log(p) - log(q)`` elsewhere (where ``log1p`` would lose a tiny
+    ``p/q``), as the ``rel_entr`` tiles take it. Rows that come out NaN or infinite (zeros
+    in ``q``, bad input) go to the generic code.
+    """
+    p, q = tiles
+    u = scratch.tile(2, *p.shape)
+    np.subtract(p, q, out=u)
+    np.divide(u, q, out=u)
+    far = ~(np.abs(u) < 0.5)
+    np.log1p(u, out=u)
+    if far.any():  # whole-tile logs: cheaper than gathering the far entries
+        log_p, log_q = scratch.tile(3, *p.shape), scratch.tile(4, *p.shape)
+        np.log(p, out=log_p)
+        np.log(q, out=log_q)
+        np.subtract(log_p, log_q, out=log_p)
+        np.copyto(u, log_p, where=far)
+    np.copyto(u, 0.0, where=_zero_under(p, q))  # 0*log(0/q) = 0
+    return _fix_rows(
+        _dot_rows(p, u), lambda rows: _generic_rows(_agnostic.kl_div, p[rows], q[rows])
+    )
 
 
 def _kl_exact(p: Array, q: Array, log_ratio: Array) -> Array:
@@ -483,7 +503,9 @@ def _native_kl_rows(p: Array, q: Array, out: Array, *, validate: bool) -> bool:
     The kernels leave NaN for a row holding an element outside their fast domain (a zero
     ``q``, a subnormal, a negative, NaN or infinite entry) or whose arithmetic overflowed
     (a term over the float range). Those rows are recomputed by the NumPy tiles, which know
-    every convention and compute in float64, and flagged as they flag it.
+    every convention and compute in float64, and flagged as they flag it. Unvalidated input
+    may be a measure of any mass: the kernels then keep each term far from ``p == q`` whole
+    (``measures=True``), as :func:`_kl_tile_unchecked` does.
     """
     assert _native is not None
     rows, n = p.shape
@@ -496,7 +518,7 @@ def _native_kl_rows(p: Array, q: Array, out: Array, *, validate: bool) -> bool:
                 q[start:stop],
                 out[start:stop],
                 tolerance,
-                redo_cancelled=not validate,
+                measures=not validate,
             )
         )
 
@@ -511,20 +533,25 @@ def _native_kl_rows(p: Array, q: Array, out: Array, *, validate: bool) -> bool:
         )
 
     flagged = any(_run(job, rows, n))
-    return _redo_lost_rows(out, redo) or flagged
+    return _redo_lost_rows(out, n, redo) or flagged
 
 
-def _redo_lost_rows(out: Array, redo: Callable[[Array, Array], bool]) -> bool:
-    """Recompute the rows the compiled kernels left NaN in ``out``: ``redo(rows, fixed)``
-    writes their results into ``fixed`` (float64) by the NumPy tiles and says whether they
-    flagged anything, which is returned."""
+def _redo_lost_rows(out: Array, n: int, redo: Callable[[Array, Array], bool]) -> bool:
+    """Recompute the rows of ``n`` elements the compiled kernels left NaN in ``out``:
+    ``redo(rows, fixed)`` writes their results into ``fixed`` (float64) by the NumPy tiles
+    and says whether they flagged anything, which is returned.
+
+    ``redo`` gathers its rows (a copy), so they go in blocks of about four tiles: a few MiB
+    however many rows come back, as all do for unchecked measures of different masses.
+    """
     again = np.flatnonzero(np.isnan(out))
-    if not again.size:
-        return False
-    fixed = np.empty(again.size)
-    flagged = redo(again, fixed)
-    with np.errstate(all="ignore"):  # a KL over float32's range is inf, as in the tiles
-        out[again] = fixed
+    flagged = False
+    for block in _blocks(0, again.size, max(1, 4 * TILE // max(n, 1))):
+        rows = again[block]
+        fixed = np.empty(rows.size)
+        flagged = redo(rows, fixed) or flagged
+        with np.errstate(all="ignore"):  # a KL over float32's range is inf, as in the tiles
+            out[rows] = fixed
     return flagged
 
 
@@ -755,7 +782,7 @@ def _native_logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
         return _logit_rows(a_rows[again], b_rows[again], fixed)
 
     _run(job, rows, n)
-    return _redo_lost_rows(out, redo)
+    return _redo_lost_rows(out, n, redo)
 
 
 def softmax_kl_loss(
