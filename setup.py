@@ -1,4 +1,4 @@
-"""Build of the optional compiled kernels, ``kldiv._native``; the metadata is in setup.cfg.
+"""Build of the optional compiled kernels, ``kldiv._backends.numpy._native``; metadata in setup.cfg.
 
 Without a C compiler, or with a compiler that refuses these flags (MSVC), the build goes on
 without the module, and kldiv's NumPy path runs in pure NumPy.
@@ -12,10 +12,10 @@ from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
 SOURCES = [
-    "kldiv/_native.c",
-    "kldiv/_native_variant.h",
-    "kldiv/_native_row.h",
-    "kldiv/_native_logits.h",
+    "kldiv/_backends/numpy/_native.c",
+    "kldiv/_backends/numpy/_native_variant.h",
+    "kldiv/_backends/numpy/_native_row.h",
+    "kldiv/_backends/numpy/_native_logits.h",
 ]
 
 
@@ -32,8 +32,8 @@ flags = [] if sys.platform == "win32" else ["-O3", "-fopenmp-simd", "-fno-trappi
 setup(
     ext_modules=[
         Extension(
-            "kldiv._native",
-            sources=["kldiv/_native.c"],
+            "kldiv._backends.numpy._native",
+            sources=["kldiv/_backends/numpy/_native.c"],
             depends=SOURCES[1:],
             define_macros=[("KLDIV_SOURCE_SHA256", f'"{source_digest()}"')],
             extra_compile_args=flags,

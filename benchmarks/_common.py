@@ -17,7 +17,7 @@ import scipy
 import torch
 
 import kldiv
-from kldiv import _numpy_backend
+from kldiv._backends import numpy as _numpy_backend
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
@@ -96,16 +96,12 @@ def _cpu_model() -> str:
 
 
 def numpy_only(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` run with kldiv's compiled kernels (``kldiv._native``) switched off: kldiv's pure
+    """``fn`` run with kldiv's compiled kernels switched off (``kldiv.options``): kldiv's pure
     NumPy path, which is what runs where the kernels were not built."""
 
     def call(*args: Any) -> Any:
-        saved = _numpy_backend._native
-        _numpy_backend._native = None
-        try:
+        with kldiv.options(compiled=False):
             return fn(*args)
-        finally:
-            _numpy_backend._native = saved
 
     return call
 

@@ -90,7 +90,7 @@ def sides(cp: Any, workload: Workload) -> dict[str, Callable[[Array, Array], Arr
     import array_api_compat.cupy as xp
 
     import kldiv
-    from kldiv import _cupy_backend
+    from kldiv._backends import cupy as _cupy_backend
 
     if workload.logits:
         from cupyx.scipy.special import log_softmax

@@ -6,9 +6,9 @@ broadcast-compatible, ``axes`` normalised to non-negative ints of the broadcast 
 the namespace ``xp`` as a required keyword. The arithmetic runs in
 :func:`kldiv._dtypes.compute_dtype`; the result is cast back to the inputs' dtype.
 
-Every function takes ``validate``, as every backend's does. This module leaves the value
-checks to the public layer (it has no ``CHECKS_VALUES``); a backend that fuses them into its
-own pass over the data sets ``CHECKS_VALUES = True`` and checks when ``validate`` is true.
+Every function takes ``validate``, as every fast path's does. This module leaves the value
+checks to the public layer (it fuses none, see :func:`kldiv._dispatch.fuses`); ``validate``
+only says whether :mod:`kldiv._table`'s clipping rule applies.
 
 The elementwise term behind the KL divergence is written so that it is never negative::
 
@@ -31,9 +31,8 @@ from typing import Any, NamedTuple
 
 from kldiv._compat import device
 from kldiv._dtypes import compute_dtype
-
-Array = Any
-Namespace = Any
+from kldiv._table import DIVERGENCES
+from kldiv._typing import Array, Namespace
 
 # |s| below this takes the atanh form: |s| < 1/2 means p/q in (1/3, 3), where log(p) - log(q)
 # would cancel, and above it atanh(s) would lose the tiny q in p + q.
@@ -168,9 +167,14 @@ def kl_div(
     out_dtype, _, (p, q) = _upcast(xp, p, q)
     t, m = _kl_parts(p, q, xp)
     kl = xp.sum(t, axis=axes, keepdims=keepdims) + xp.sum(m, axis=axes, keepdims=keepdims)
-    if validate:
-        kl = xp.where(kl < 0, xp.zeros_like(kl), kl)
-    return xp.astype(kl, out_dtype)
+    return xp.astype(_clipped("kl_div", kl, validate, xp), out_dtype)
+
+
+def _clipped(name: str, x: Array, validate: bool, xp: Namespace) -> Array:
+    """``x`` with results below 0 made 0 where :mod:`kldiv._table` says they are rounding."""
+    if DIVERGENCES[name].clips(validate):
+        return xp.where(x < 0, xp.zeros_like(x), x)
+    return x
 
 
 def entropy(
@@ -212,7 +216,6 @@ def js_div(
     The mass differences ``sum(p - m)`` and ``sum(q - m)`` cancel exactly, so the result is a
     sum of non-negative terms alone.
     """
-    del validate  # the public layer has checked the values already
     out_dtype, _, (p, q) = _upcast(xp, p, q)
     both = (p > 0) & (q > 0)
     p1, q1 = _positive_or_one(p, xp), _positive_or_one(q, xp)
@@ -224,6 +227,42 @@ def js_div(
     alone = (xp.where(p > 0, p1, zero) + xp.where(q > 0, q1, zero)) * math.log(2)
     terms = xp.where(both, terms, alone)
     terms = xp.where(_invalid(xp, p, q), xp.full_like(terms, xp.nan), terms)
+    js = xp.sum(terms, axis=axes, keepdims=keepdims) / 2
+    return xp.astype(_clipped("js_div", js, validate, xp), out_dtype)
+
+
+def hellinger(
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    """``sum((sqrt(p) - sqrt(q))**2) / 2`` along ``axes``: the squared Hellinger distance,
+    whose square root the public layer takes (``finish`` in :mod:`kldiv._table`).
+
+    ``sqrt(p) - sqrt(q) = (p - q)/(sqrt(p) + sqrt(q))``, a quotient of two values each exact
+    to a rounding, where the difference of square roots would cancel for ``p`` near ``q``.
+    """
+    del validate  # the public layer has checked the values already; nothing to clip
+    out_dtype, _, (p, q) = _upcast(xp, p, q)
+    p1, q1 = _positive_or_one(p, xp), _positive_or_one(q, xp)
+    zero = xp.zeros_like(p1)
+    # sqrt of the placeholders, then masked: the derivative of sqrt at 0 would be infinite
+    root_p = xp.where(p > 0, xp.sqrt(p1), zero)
+    root_q = xp.where(q > 0, xp.sqrt(q1), zero)
+    both = (p > 0) & (q > 0)
+    # where one is 0, root_p - root_q is exact: nothing cancels
+    diff = xp.where(
+        both, (p1 - q1) / xp.where(both, root_p + root_q, xp.ones_like(p1)), root_p - root_q
+    )
+    terms = xp.where(_invalid(xp, p, q), xp.full_like(diff, xp.nan), diff * diff)
+    return xp.astype(xp.sum(terms, axis=axes, keepdims=keepdims) / 2, out_dtype)
+
+
+def total_variation(
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    """``sum(|p - q|) / 2`` along ``axes``."""
+    del validate  # the public layer has checked the values already; nothing to clip
+    out_dtype, _, (p, q) = _upcast(xp, p, q)
+    terms = xp.where(_invalid(xp, p, q), xp.full_like(p, xp.nan), xp.abs(p - q))
     return xp.astype(xp.sum(terms, axis=axes, keepdims=keepdims) / 2, out_dtype)
 
 

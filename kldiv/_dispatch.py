@@ -1,29 +1,85 @@
-"""Which implementation runs for which array library: the one dispatch table of kldiv.
+"""Which implementation runs for which function and array library.
 
-A backend is a module with the functions of :mod:`kldiv._agnostic` (same names, same
-keywords). Modules are imported on first use, so ``import kldiv`` loads no optional library.
+================  ======================================================================
+arrays            implementation, per function
+================  ======================================================================
+NumPy             :mod:`kldiv._backends.numpy`: compiled C kernels or NumPy tiles, threaded
+CuPy              :mod:`kldiv._backends.cupy`: one CUDA kernel launch
+PyTorch           :mod:`kldiv._backends.torch`: CPU tensors through NumPy's fast path
+                  (zero-copy views), CUDA tensors through CuPy's (DLPack), with an
+                  analytic backward; the generic code where values cannot be read
+                  (``torch.compile``, ``vmap``, meta and fake tensors)
+Dask              :mod:`kldiv._backends.dask`: each chunk on its own library's fast path
+anything else     :mod:`kldiv._agnostic`: the generic array-API code (JAX, array_api_strict)
+================  ======================================================================
+
+A function a fast path lacks runs the generic code, and so does a call the fast path
+declines by returning ``NotImplemented`` (a dtype or device it does not take). Each
+implementation says which value checks of :mod:`kldiv._table` it does itself
+(:func:`fuses`); the public layer runs the rest. Fast paths are imported on first use, so
+``import kldiv`` loads no optional library.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from kldiv import _agnostic, _compat
+from kldiv._typing import Namespace
 
-# (does this namespace match?, the backend module). First match wins; no match runs the
-# generic array-API code (PyTorch, JAX, Dask, array_api_strict, ...).
-_TABLE: tuple[tuple[Callable[[Any], bool], str], ...] = (
-    (_compat.is_numpy_namespace, "kldiv._numpy_backend"),
-    (_compat.is_cupy_namespace, "kldiv._cupy_backend"),
+F = TypeVar("F", bound=Callable[..., Any])
+
+# (does this namespace match?, the module of its fast paths). First match wins.
+_FAST_PATHS: tuple[tuple[Callable[[Any], bool], str], ...] = (
+    (_compat.is_numpy_namespace, "kldiv._backends.numpy"),
+    (_compat.is_cupy_namespace, "kldiv._backends.cupy"),
+    (_compat.is_torch_namespace, "kldiv._backends.torch"),
 )
 
 
-def backend(xp: Any) -> ModuleType:
-    """The module that computes for arrays of namespace ``xp``."""
-    for matches, name in _TABLE:
+class Implementation(NamedTuple):
+    """A function for one library, and the value checks it does itself."""
+
+    func: Callable[..., Any]
+    fused: frozenset[str]
+
+
+def fuses(*checks: str) -> Callable[[F], F]:
+    """Mark a fast path's function as doing ``checks`` (names of :mod:`kldiv._table`) itself
+    when called with ``validate=True``, raising what the public layer's checks would."""
+
+    def mark(func: F) -> F:
+        func.__kldiv_fuses__ = frozenset(checks)  # type: ignore[attr-defined]
+        return func
+
+    return mark
+
+
+def generic(name: str) -> Implementation:
+    """The generic array-API implementation of ``name``: it fuses no check."""
+    return Implementation(getattr(_agnostic, name), frozenset())
+
+
+# Keyed by the namespace's name: a dict of strings, which torch.compile traces as constants.
+_cache: dict[tuple[str, str], Implementation] = {}
+
+
+def implementation(name: str, xp: Namespace) -> Implementation:
+    """What computes ``name`` for arrays of namespace ``xp``."""
+    key = (name, xp.__name__)
+    found = _cache.get(key)
+    if found is None:
+        found = _cache[key] = _find(name, xp)
+    return found
+
+
+def _find(name: str, xp: Namespace) -> Implementation:
+    for matches, module_name in _FAST_PATHS:
         if matches(xp):
-            return importlib.import_module(name)
-    return _agnostic
+            func = getattr(importlib.import_module(module_name), name, None)
+            if func is None:
+                break
+            return Implementation(func, getattr(func, "__kldiv_fuses__", frozenset()))
+    return generic(name)

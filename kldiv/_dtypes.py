@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-Namespace = Any
+from kldiv._typing import Namespace
 
 
 def compute_dtype(xp: Namespace, dtype: Any, device: Any) -> Any:

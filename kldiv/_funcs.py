@@ -8,87 +8,87 @@ dtype and device.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import ModuleType
-from typing import Any, NamedTuple
 
 import numpy as np
 
 from kldiv import _compat, _dispatch
 from kldiv import _validation as v
-
-Array = Any
-Axis = int | tuple[int, ...] | None
-
-
-class _Prepared(NamedTuple):
-    xp: Any
-    backend: ModuleType
-    arrays: list[Array]
-    axes: tuple[int, ...]
-    # Probabilities whose values could not be read (lazy arrays, traced or fake tensors) but
-    # should have been validated: their rows off 1 make the result NaN (:func:`_finish`).
-    unread: list[Array]
+from kldiv._table import DIVERGENCES, NORMALISED, Divergence
+from kldiv._typing import Array, Axis, Namespace
 
 
-def _prepare(
-    func: str,
-    names: Sequence[str],
+def _call(
+    name: str,
     arrays: Sequence[object],
-    axis: Axis,
-    validate: bool,
     *,
-    reduce: bool = True,
-    logits: bool = False,
+    axis: Axis = None,
+    keepdims: bool = False,
     base: float | None = None,
-) -> _Prepared:
-    """Namespace, backend, arrays and normalised axes, after every check the arguments need.
+    validate: bool = True,
+) -> Array:
+    """Check the arguments of the function ``name`` of :mod:`kldiv._table`, run the
+    implementation :mod:`kldiv._dispatch` picks, and finish its result.
 
-    ``base`` is checked first, so that a bad one fails before any work on the arrays. The
-    value checks are left to a backend that fuses them into its own pass over the data
-    (``CHECKS_VALUES``); shape and dtype checks always run here. Arrays whose values cannot
-    be read are not checked here; what the checks would refuse gives NaN instead: bad
-    entries by the arithmetic itself, rows off 1 by :func:`_finish`.
+    ``base`` is checked first, so that a bad one fails before any work on the arrays. Shape
+    and dtype checks always run here; the value checks run here unless the implementation
+    fuses them into its own pass over the data. Arrays whose values cannot be read (lazy
+    arrays, traced or fake tensors) are not checked: what the checks would refuse gives NaN
+    instead, bad entries by the arithmetic itself, rows off 1 by :func:`_finish`.
     """
-    v.check_base(base)
-    xp, checked = v.namespace(names, arrays)
-    backend = _dispatch.backend(xp)
-    for name, x in zip(names, checked, strict=True):
-        v.check_floating(name, x, xp)
-    shape = v.broadcast_shape(names, [tuple(x.shape) for x in checked])
+    row = DIVERGENCES[name]
+    if row.base:
+        v.check_base(base)
+    xp, checked = v.namespace(row.inputs, arrays)
+    impl = _dispatch.implementation(name, xp)
+    for arg, x in zip(row.inputs, checked, strict=True):
+        v.check_floating(arg, x, xp)
+    shape = v.broadcast_shape(row.inputs, [tuple(x.shape) for x in checked])
     axes: tuple[int, ...] = ()
-    if reduce:
-        axes = v.normalize_axis(axis, len(shape), func)
-        v.check_distribution_axes(names, checked, shape, axes)
-        v.check_not_empty(func, shape, axes)
+    if row.reduces:
+        axes = v.normalize_axis(axis, len(shape), name)
+        v.check_distribution_axes(row.inputs, checked, shape, axes)
+        v.check_not_empty(name, shape, axes)
     unread: list[Array] = []
     if validate:
-        for name, x in zip(names, checked, strict=True):
-            if not _compat.values_are_readable(x):
-                if axes and not logits:
-                    unread.append(v.expand_to(x, len(shape), xp))
-                continue
-            if getattr(backend, "CHECKS_VALUES", False):
-                continue
-            if logits:
-                v.check_logits(name, v.expand_to(x, len(shape), xp), axes, xp)
-                continue
-            v.check_probabilities(name, x, xp)
-            if axes:
-                v.check_normalised(name, v.expand_to(x, len(shape), xp), axes, xp)
-    return _Prepared(xp, backend, checked, axes, unread)
+        readable = [_compat.values_are_readable(x) for x in checked]
+        if NORMALISED in row.checks and axes:
+            unread = [
+                v.expand_to(x, len(shape), xp)
+                for x, ok in zip(checked, readable, strict=True)
+                if not ok
+            ]
+        v.check_values(row, row.checks - impl.fused, checked, readable, shape, axes, xp)
+    options = {"axes": axes, "keepdims": keepdims} if row.reduces else {}
+    out = impl.func(*checked, validate=validate, xp=xp, **options)
+    if out is NotImplemented:  # declined by the fast path: the generic code, fully checked
+        if validate:
+            v.check_values(row, impl.fused & row.checks, checked, readable, shape, axes, xp)
+        out = _dispatch.generic(name).func(*checked, validate=validate, xp=xp, **options)
+    return _finish(out, row, unread, axes, keepdims, base, xp)
 
 
-def _finish(out: Array, prepared: _Prepared, keepdims: bool, base: float | None) -> Array:
-    """``out`` in ``base`` units, NaN where an unread distribution is off 1.
+def _finish(
+    out: Array,
+    row: Divergence,
+    unread: Sequence[Array],
+    axes: tuple[int, ...],
+    keepdims: bool,
+    base: float | None,
+    xp: Namespace,
+) -> Array:
+    """``out`` NaN where an unread distribution is off 1, then ``row.finish``, then in
+    ``base`` units, as an array.
 
     The row sums join the lazy computation (one more reduction in Dask's graph or XLA's),
     so nothing is computed before the caller asks for the result.
     """
-    xp = prepared.xp
-    for x in prepared.unread:
-        bad = v.unnormalised_rows(x, prepared.axes, keepdims, xp)
+    for x in unread:
+        bad = v.unnormalised_rows(x, axes, keepdims, xp)
         out = xp.where(bad, xp.full_like(out, xp.nan), out)
-    return _in_base(out, base)
+    if row.finish == "sqrt":
+        out = xp.sqrt(out)
+    divisor = v.check_base(base) if row.base else 1.0
+    return _as_array(out if divisor == 1.0 else out / divisor)
 
 
 def _as_array(x: Array) -> Array:
@@ -96,12 +96,6 @@ def _as_array(x: Array) -> Array:
     array already, and passing it through ``asarray`` would make PyTorch warn about
     ``requires_grad``."""
     return np.asarray(x) if isinstance(x, np.generic) else x
-
-
-def _in_base(x: Array, base: float | None) -> Array:
-    """``x`` converted from nats to ``base`` units, as an array."""
-    divisor = v.check_base(base)
-    return _as_array(x if divisor == 1.0 else x / divisor)
 
 
 def rel_entr(p: Array, q: Array, /, *, validate: bool = True) -> Array:
@@ -141,9 +135,7 @@ def rel_entr(p: Array, q: Array, /, *, validate: bool = True) -> Array:
     >>> kldiv.rel_entr(np.array([0.0, 0.5, 0.5]), np.array([0.0, 0.25, 0.0]))
     array([0.        , 0.34657359,        inf])
     """
-    prep = _prepare("rel_entr", ("p", "q"), (p, q), None, validate, reduce=False)
-    p, q = prep.arrays
-    return _as_array(prep.backend.rel_entr(p, q, validate=validate, xp=prep.xp))
+    return _call("rel_entr", (p, q), validate=validate)
 
 
 def kl_div(
@@ -218,12 +210,7 @@ def kl_div(
     >>> kldiv.kl_div(np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5]), base=2)
     array(1.)
     """
-    prep = _prepare("kl_div", ("p", "q"), (p, q), axis, validate, base=base)
-    p, q = prep.arrays
-    out = prep.backend.kl_div(
-        p, q, axes=prep.axes, keepdims=keepdims, validate=validate, xp=prep.xp
-    )
-    return _finish(out, prep, keepdims, base)
+    return _call("kl_div", (p, q), axis=axis, keepdims=keepdims, base=base, validate=validate)
 
 
 def kl_div_logits(
@@ -269,12 +256,9 @@ def kl_div_logits(
     >>> kldiv.kl_div_logits(a, b)
     array(0.6931472, dtype=float32)
     """
-    prep = _prepare("kl_div_logits", ("a", "b"), (a, b), axis, validate, logits=True, base=base)
-    a, b = prep.arrays
-    out = prep.backend.kl_div_logits(
-        a, b, axes=prep.axes, keepdims=keepdims, validate=validate, xp=prep.xp
+    return _call(
+        "kl_div_logits", (a, b), axis=axis, keepdims=keepdims, base=base, validate=validate
     )
-    return _finish(out, prep, keepdims, base)
 
 
 def entropy(
@@ -307,10 +291,7 @@ def entropy(
     >>> kldiv.entropy(np.array([0.5, 0.25, 0.25, 0.0]), base=2)
     array(1.5)
     """
-    prep = _prepare("entropy", ("p",), (p,), axis, validate, base=base)
-    (p,) = prep.arrays
-    out = prep.backend.entropy(p, axes=prep.axes, keepdims=keepdims, validate=validate, xp=prep.xp)
-    return _finish(out, prep, keepdims, base)
+    return _call("entropy", (p,), axis=axis, keepdims=keepdims, base=base, validate=validate)
 
 
 def cross_entropy(
@@ -347,12 +328,9 @@ def cross_entropy(
     >>> kldiv.cross_entropy(np.array([0.5, 0.5]), np.array([0.25, 0.75]), base=2)
     array(1.20751875)
     """
-    prep = _prepare("cross_entropy", ("p", "q"), (p, q), axis, validate, base=base)
-    p, q = prep.arrays
-    out = prep.backend.cross_entropy(
-        p, q, axes=prep.axes, keepdims=keepdims, validate=validate, xp=prep.xp
+    return _call(
+        "cross_entropy", (p, q), axis=axis, keepdims=keepdims, base=base, validate=validate
     )
-    return _finish(out, prep, keepdims, base)
 
 
 def js_div(
@@ -389,9 +367,95 @@ def js_div(
     >>> kldiv.js_div(np.array([1.0, 0.0]), np.array([0.0, 1.0]), base=2)
     array(1.)
     """
-    prep = _prepare("js_div", ("p", "q"), (p, q), axis, validate, base=base)
-    p, q = prep.arrays
-    out = prep.backend.js_div(
-        p, q, axes=prep.axes, keepdims=keepdims, validate=validate, xp=prep.xp
-    )
-    return _finish(out, prep, keepdims, base)
+    return _call("js_div", (p, q), axis=axis, keepdims=keepdims, base=base, validate=validate)
+
+
+def hellinger(
+    p: Array,
+    q: Array,
+    /,
+    *,
+    axis: Axis = -1,
+    keepdims: bool = False,
+    validate: bool = True,
+) -> Array:
+    """Hellinger distance ``sqrt(sum((sqrt(p) - sqrt(q))**2) / 2)`` along ``axis``.
+
+    A metric on distributions, between 0 and 1, with ``H**2 <= TV <= sqrt(2)*H`` against
+    :func:`total_variation`.
+
+    Parameters
+    ----------
+    p, q : array
+        Probability distributions along ``axis``, as in :func:`kl_div`.
+    axis, keepdims, validate
+        As in :func:`kl_div`.
+
+    Returns
+    -------
+    array
+        The distances, in the result dtype of ``p`` and ``q``.
+
+    Notes
+    -----
+    Each difference is taken as ``(p - q)/(sqrt(p) + sqrt(q))``, exact to a rounding
+    relative to its value, so near-identical distributions keep their digits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import kldiv
+    >>> kldiv.hellinger(np.array([1.0, 0.0]), np.array([0.0, 1.0]))
+    array(1.)
+    >>> kldiv.hellinger(np.array([0.5, 0.5]), np.array([0.5, 0.5]))
+    array(0.)
+    """
+    return _call("hellinger", (p, q), axis=axis, keepdims=keepdims, validate=validate)
+
+
+def total_variation(
+    p: Array,
+    q: Array,
+    /,
+    *,
+    axis: Axis = -1,
+    keepdims: bool = False,
+    validate: bool = True,
+) -> Array:
+    """Total variation distance ``sum(|p - q|) / 2`` along ``axis``.
+
+    The largest difference in probability that ``p`` and ``q`` give one event: between 0
+    and 1. Pinsker's inequality bounds it by KL: ``TV <= sqrt(KL(p || q) / 2)``.
+
+    Parameters
+    ----------
+    p, q : array
+        Probability distributions along ``axis``, as in :func:`kl_div`.
+    axis, keepdims, validate
+        As in :func:`kl_div`.
+
+    Returns
+    -------
+    array
+        The distances, in the result dtype of ``p`` and ``q``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import kldiv
+    >>> kldiv.total_variation(np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5]))
+    array(0.5)
+    """
+    return _call("total_variation", (p, q), axis=axis, keepdims=keepdims, validate=validate)
+
+
+__all__ = [
+    "cross_entropy",
+    "entropy",
+    "hellinger",
+    "js_div",
+    "kl_div",
+    "kl_div_logits",
+    "rel_entr",
+    "total_variation",
+]

@@ -16,9 +16,8 @@ import numpy as np
 from numpy.exceptions import AxisError
 
 from kldiv import _compat, _dtypes
-
-Array = Any
-Namespace = Any
+from kldiv._table import LOGITS, NORMALISED, VALUES, Divergence
+from kldiv._typing import Array, Namespace
 
 
 def _type_name(x: object) -> str:
@@ -357,3 +356,26 @@ def check_base(base: float | None) -> float:
         msg = f"base must be finite, positive and not 1, got {base!r}"
         raise ValueError(msg)
     return math.log(value)
+
+
+def check_values(
+    row: Divergence,
+    checks: frozenset[str],
+    arrays: Sequence[Array],
+    readable: Sequence[bool],
+    shape: tuple[int, ...],
+    axes: tuple[int, ...],
+    xp: Namespace,
+) -> None:
+    """The value ``checks`` (names of :mod:`kldiv._table`) of ``row``'s function on every
+    array whose values can be read, in the order of the inputs, so that the first bad
+    argument is the one named."""
+    for arg, x, ok in zip(row.inputs, arrays, readable, strict=True):
+        if not ok:
+            continue
+        if LOGITS in checks:
+            check_logits(arg, expand_to(x, len(shape), xp), axes, xp)
+        if VALUES in checks:
+            check_probabilities(arg, x, xp)
+        if NORMALISED in checks and axes:
+            check_normalised(arg, expand_to(x, len(shape), xp), axes, xp)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from kldiv._cupy_backend import _launcher, _sources
+from kldiv._backends.cupy import _launcher, _sources
 
 ARCHS = ("75", "80", "90")
 DTYPES = ("float16", "float32", "float64")

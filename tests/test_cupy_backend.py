@@ -24,9 +24,10 @@ import pytest
 from cuda_sim import SimModule, assert_all_schedules
 
 import kldiv
-from kldiv import _numpy_backend
-from kldiv._cupy_backend import _launcher, _layout, _sources
-from kldiv._cupy_backend._launcher import DeviceProperties, Launcher
+from kldiv import _layout
+from kldiv._backends import numpy as _numpy_backend
+from kldiv._backends.cupy import _launcher, _sources
+from kldiv._backends.cupy._launcher import DeviceProperties, Launcher
 
 # Small enough that the tests cross every boundary at small sizes: 128-thread blocks (a row
 # of 700 is longer than a block), 4 blocks resident (grid-stride loops take the rest of the
@@ -117,7 +118,7 @@ class GpuEngine:
         import array_api_compat.cupy as cp_compat
         import cupy
 
-        from kldiv import _cupy_backend
+        from kldiv._backends import cupy as _cupy_backend
 
         self.cupy, self.xp, self.backend = cupy, cp_compat, _cupy_backend
 
@@ -584,7 +585,7 @@ def test_copies_are_as_small_as_the_layout_allows():
 
 def test_the_launcher_imports_no_cupy():
     code = (
-        "import sys, kldiv._cupy_backend, kldiv._cupy_backend._launcher\n"
+        "import sys, kldiv._backends.cupy, kldiv._backends.cupy._launcher\n"
         "print('cupy' in sys.modules)\n"
     )
     out = subprocess.run(

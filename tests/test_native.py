@@ -1,5 +1,6 @@
-"""The compiled row kernels, kldiv._native, on their own: every CPU variant against a 50-digit
-mpmath reference, their domain and its edges, row strides, and their argument checks.
+"""The compiled row kernels, ``kldiv._backends.numpy._native``, on their own: every CPU
+variant against a 50-digit mpmath reference, their domain and its edges, row strides, and
+their argument checks.
 
 Through the public functions the kernels are tested with everything else on the NumPy
 path (test_numpy_backend.py's ``tiling`` fixture runs them and the pure NumPy tiles).
@@ -21,25 +22,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kldiv
-from kldiv import _numpy_backend as nb
+from kldiv._backends import numpy as nb
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [
-    "kldiv/_native.c",
-    "kldiv/_native_variant.h",
-    "kldiv/_native_row.h",
-    "kldiv/_native_logits.h",
+    "kldiv/_backends/numpy/_native.c",
+    "kldiv/_backends/numpy/_native_variant.h",
+    "kldiv/_backends/numpy/_native_row.h",
+    "kldiv/_backends/numpy/_native_logits.h",
 ]
 
 if os.environ.get("KLDIV_REQUIRE_NATIVE") == "1":
     # CI sets this: there the module must have been built, not silently skipped
-    assert nb._native is not None, "kldiv._native was not built"
-native = pytest.importorskip("kldiv._native", reason="kldiv._native is not built (no compiler)")
+    assert nb._native is not None, "kldiv._backends.numpy._native was not built"
+native = pytest.importorskip(
+    "kldiv._backends.numpy._native",
+    reason="kldiv._backends.numpy._native is not built (no compiler)",
+)
 
 VARIANTS = native.variants()
 DTYPES = ["float32", "float64"]
 # Relative error of a row's KL, against the condition of the sum it is: sum(t) + |sum(p - q)|
-# with t = p*log(p/q) - (p - q) >= 0 (see kldiv/_native.c)
+# with t = p*log(p/q) - (p - q) >= 0 (see kldiv/_backends/numpy/_native.c)
 LIMITS = {"float32": 1e-6, "float64": 1e-14}
 
 
@@ -48,7 +52,7 @@ def test_the_build_is_of_these_sources():
     for name in SOURCES:
         digest.update((ROOT / name).read_bytes())
     assert digest.hexdigest() == native.SOURCE_SHA256, (
-        "kldiv._native is stale: rebuild it with `pip install -e .`"
+        "kldiv._backends.numpy._native is stale: rebuild it with `pip install -e .`"
     )
 
 
@@ -59,7 +63,7 @@ def test_the_sources_compile_without_a_warning(tmp_path):
         "gcc", "-std=c11", "-O3", "-fopenmp-simd", "-fno-trapping-math",
         "-Wall", "-Wextra", "-Wpedantic", "-Wshadow", "-Werror",
         "-fPIC", "-I", sysconfig.get_paths()["include"],
-        "-c", str(ROOT / "kldiv/_native.c"), "-o", str(tmp_path / "native.o"),
+        "-c", str(ROOT / "kldiv/_backends/numpy/_native.c"), "-o", str(tmp_path / "native.o"),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr

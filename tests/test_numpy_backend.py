@@ -14,9 +14,15 @@ import pytest
 
 import kldiv
 from kldiv import _agnostic
-from kldiv import _numpy_backend as nb
+from kldiv._backends import numpy as nb
+from kldiv._table import DIVERGENCES
+from tests._references import NAMES
 
-REDUCTIONS = ["kl_div", "entropy", "cross_entropy", "js_div", "kl_div_logits"]
+# the functions of kldiv's table that this fast path has: the rest run the generic code
+FAST = tuple(name for name in NAMES if hasattr(nb, name))
+REDUCTIONS = tuple(name for name in FAST if DIVERGENCES[name].reduces)
+PROBABILITY_OPS = tuple(name for name in REDUCTIONS if not DIVERGENCES[name].logits)
+PAIR_OPS = tuple(name for name in PROBABILITY_OPS if len(DIVERGENCES[name].inputs) == 2)
 
 
 def fast(name, *arrays, **kwargs):
@@ -48,20 +54,19 @@ def args_for(name, rng, shape, dtype, zeros=0.0):
 @pytest.fixture(
     params=["compiled", "compiled, threads", "NumPy, one tile", "NumPy, small tiles, threads"]
 )
-def tiling(request, monkeypatch):
-    """The compiled kernels (kldiv._native), where built, and the pure NumPy path, each with
-    the default tiling and with threads at any size; NumPy also with tiny tiles, so that small
-    inputs cross tile, column-tile and thread boundaries."""
-    if request.param.startswith("compiled"):
-        if nb._native is None:
-            pytest.skip("kldiv._native is not built")
-    else:
-        monkeypatch.setattr(nb, "_native", None)
+def tiling(request):
+    """The compiled kernels (``kldiv._backends.numpy._native``), where built, and the pure
+    NumPy path, each with the default tiling and with threads at any size; NumPy also with
+    tiny tiles, so that small inputs cross tile, column-tile and thread boundaries."""
+    settings: dict[str, object] = {"compiled": request.param.startswith("compiled")}
+    if settings["compiled"] and nb._native is None:
+        pytest.skip("kldiv._backends.numpy._native is not built")
     if "threads" in request.param:
-        monkeypatch.setattr(nb, "PARALLEL_MIN", 0)
+        settings["parallel_min"] = 0
     if "small tiles" in request.param:
-        monkeypatch.setattr(nb, "TILE", 64)
-    return request.param
+        settings["tile"] = 64
+    with kldiv.options(**settings):
+        yield request.param
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -77,7 +82,7 @@ def test_fast_path_agrees_with_generic(tiling, name, shape, dtype):
     assert got.dtype == np.dtype(dtype)
 
 
-@pytest.mark.parametrize("name", ["kl_div", "entropy", "cross_entropy", "js_div"])
+@pytest.mark.parametrize("name", PROBABILITY_OPS)
 def test_zeros_in_p_and_q(tiling, name):
     rng = np.random.default_rng(1)
     arrays = args_for(name, rng, (40, 90), "float64", zeros=0.3)
@@ -124,7 +129,7 @@ def test_broadcasting_tuple_axes_and_keepdims(tiling):
     p /= p.sum(axis=(2, 3), keepdims=True)
     q = rng.uniform(0.1, 1, (5, 6))
     q /= q.sum()
-    for name in ("kl_div", "cross_entropy", "js_div"):
+    for name in PAIR_OPS:
         got = fast(name, p, q, axis=(-2, -1), keepdims=True)
         assert got.shape == (4, 3, 1, 1)
         np.testing.assert_allclose(
@@ -140,23 +145,23 @@ def test_layouts_that_are_no_row_view_fall_back_to_generic(tiling):
     p = np.moveaxis(distributions(rng, (4, 5, 30), "float64"), -1, 1).copy()
     q = np.moveaxis(distributions(rng, (4, 5, 30), "float64"), -1, 1).copy()
     assert nb._as_rows(p, p.shape, (1,)) is None
-    for name in ("kl_div", "entropy", "cross_entropy", "js_div", "kl_div_logits"):
-        arrays = (p,) if name == "entropy" else (p, q)
+    for name in REDUCTIONS:
+        arrays = (p, q)[: len(DIVERGENCES[name].inputs)]
         np.testing.assert_allclose(fast(name, *arrays, axis=1), generic(name, *arrays, axis=1))
 
 
-def test_threads_give_the_serial_result_exactly(monkeypatch):
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_give_the_serial_result_exactly(threads):
     rng = np.random.default_rng(5)
     p = distributions(rng, (64, 200), "float32")
     q = distributions(rng, (64, 200), "float32")
-    monkeypatch.setattr(nb, "TILE", 256)
-    monkeypatch.setattr(nb, "PARALLEL_MIN", 10**12)
-    serial = kldiv.kl_div(p, q)
-    monkeypatch.setattr(nb, "PARALLEL_MIN", 0)
-    np.testing.assert_array_equal(kldiv.kl_div(p, q), serial)
+    with kldiv.options(tile=256, threads=1):
+        serial = kldiv.kl_div(p, q)
+    with kldiv.options(tile=256, threads=threads, parallel_min=0):
+        np.testing.assert_array_equal(kldiv.kl_div(p, q), serial)
 
 
-@pytest.mark.parametrize("name", ["kl_div", "entropy", "cross_entropy", "js_div", "rel_entr"])
+@pytest.mark.parametrize("name", [*PROBABILITY_OPS, "rel_entr"])
 def test_bad_value_in_a_late_tile_is_found_and_named(tiling, name):
     rng = np.random.default_rng(6)
     arrays = args_for("kl_div", rng, (60, 80), "float64")[: 1 if name == "entropy" else 2]
@@ -238,7 +243,7 @@ def test_loss_with_nan_pred_is_nan_unchecked(tiling):
     assert np.isnan(float(error))
 
 
-@pytest.mark.parametrize("name", ["kl_div", "entropy", "cross_entropy", "js_div"])
+@pytest.mark.parametrize("name", PROBABILITY_OPS)
 def test_a_bad_q_behind_a_zero_p_is_still_found(tiling, name):
     p = np.tile([0.0, 0.5, 0.5], (30, 1))
     q = np.tile([0.2, 0.4, 0.4], (30, 1))

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
-Array = Any
-Namespace = Any
+from kldiv._typing import Array, Namespace
 
 
 def kept_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> tuple[int, ...]:

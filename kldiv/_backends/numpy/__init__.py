@@ -1,12 +1,12 @@
 """The NumPy fast path: every divergence as a fused, tiled, multi-threaded row reduction.
 
 ``np.sum(p * np.log(p / q), axis=-1)`` writes two full-size temporaries and runs on one core.
-Here the rows are walked in tiles of at most :data:`TILE` elements: each tile of each input is
-cast once to float64 into a worker's own scratch (a float64 input is read in place), checked,
-and reduced to partial row sums, while the tile is still in the core's L2 cache. Workers take
-contiguous ranges of rows, so each row's result is written once, by one thread; NumPy releases
-the GIL inside each ufunc, so the cores run at once. Extra memory is a few scratch tiles per
-worker, whatever the input size.
+Here the rows are walked in tiles of at most ``kldiv.get_options().tile`` elements: each
+tile of each input is cast once to float64 into a worker's own scratch (a float64 input is
+read in place), checked, and reduced to partial row sums, while the tile is still in the
+core's L2 cache. Workers take contiguous ranges of rows, so each row's result is written
+once, by one thread; NumPy releases the GIL inside each ufunc, so the cores run at once.
+Extra memory is a few scratch tiles per worker, whatever the input size.
 
 The arithmetic follows :mod:`kldiv._agnostic` in substance, in fewer passes:
 
@@ -22,9 +22,9 @@ The arithmetic follows :mod:`kldiv._agnostic` in substance, in fewer passes:
   the row sums on the way. Only when they show a problem does the public layer's check run,
   to say exactly what and where.
 
-Where a C compiler built :mod:`kldiv._native` (``setup.py``), ``kl_div`` of float32 or
+Where a C compiler built :mod:`._native` (``setup.py``), ``kl_div`` of float32 or
 float64 and ``kl_div_logits`` of float32 run its compiled row kernels instead, one call per
-worker, each a single vectorised pass per row (see ``kldiv/_native.c``). Rows they leave NaN
+worker, each a single vectorised pass per row (see ``_native.c``). Rows they leave NaN
 (an element outside their fast domain: a zero ``q``, a subnormal, a bad value, a ``-inf``
 logit; or an overflow) are redone by the tiles here, which stay the reference for every
 convention and every check.
@@ -48,34 +48,38 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from kldiv import _agnostic
+from kldiv import _agnostic, _options
 from kldiv import _validation as v
+from kldiv._dispatch import fuses
+from kldiv._layout import kept_shape
+from kldiv._table import DIVERGENCES, LOGITS, NORMALISED, VALUES
+from kldiv._typing import Array, Namespace
 
 
 def _load_native() -> ModuleType | None:
-    """The compiled row kernels, :mod:`kldiv._native`, or None where they were not built
+    """The compiled row kernels, :mod:`._native`, or None where they were not built
     (no C compiler at install): then everything runs in NumPy."""
     try:
-        return importlib.import_module("kldiv._native")
+        return importlib.import_module("kldiv._backends.numpy._native")
     except ImportError:
         return None
 
 
 _native = _load_native()
 
-Array = Any
-Namespace = Any
+
+def _kernels() -> ModuleType | None:
+    """The compiled kernels, unless they are missing or switched off (``kldiv.set_options``)."""
+    return _native if _options.get_options().compiled else None
+
+
 R = TypeVar("R")
 
-# float64 elements in one scratch tile: 512 KiB. Smaller tiles keep more in L2, but every
-# tile costs some twenty NumPy calls of Python overhead under the GIL, which the workers
-# then queue for: measured on the 2-core machine of benchmarks/RESULTS.md, 32K-element
-# tiles ran 1.3x faster on two threads than on one, 64K and 128K ones 1.5x. 64K keeps the
-# three tiles of a KL worker, two workers, at 3 MiB.
-TILE = 64 * 1024
-# Below this many elements a reduction runs on the calling thread: handing work to the pool
-# costs tens of microseconds, what the whole reduction costs at this size.
-PARALLEL_MIN = 256 * 1024
+
+def _tile() -> int:
+    """float64 elements in one scratch tile: ``kldiv.set_options(tile=)``."""
+    return _options.get_options().tile
+
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -94,24 +98,31 @@ if hasattr(os, "register_at_fork"):
 
 
 def _workers() -> int:
+    """Threads to use: ``kldiv.set_options(threads=)``, else one per core we may run on."""
+    threads = _options.get_options().threads
+    if threads is not None:
+        return threads
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
 
 
-def _executor() -> ThreadPoolExecutor:
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """The pool, made anew when the thread count setting has changed."""
     global _pool
     with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="kldiv")
+        if _pool is None or _pool._max_workers != workers:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kldiv")
         return _pool
 
 
 def _row_ranges(rows: int, n: int) -> list[tuple[int, int]]:
     """Contiguous row ranges, one per worker, or one range when threads would not pay."""
     workers = min(_workers(), rows)
-    if workers < 2 or rows * n < PARALLEL_MIN:
+    if workers < 2 or rows * n < _options.get_options().parallel_min:
         return [(0, rows)]
     bounds = [rows * i // workers for i in range(workers + 1)]
     return list(itertools.pairwise(bounds))
@@ -122,7 +133,8 @@ def _run(job: Callable[[int, int], R], rows: int, n: int) -> list[R]:
     ranges = _row_ranges(rows, n)
     if len(ranges) == 1:
         return [job(*ranges[0])]
-    futures = [_executor().submit(job, start, stop) for start, stop in ranges]
+    pool = _executor(_workers())
+    futures = [pool.submit(job, start, stop) for start, stop in ranges]
     return [f.result() for f in futures]
 
 
@@ -145,12 +157,6 @@ def _all_as_rows(
     return None if any(view is None for view in views) else views
 
 
-def _kept_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> tuple[int, ...]:
-    if keepdims:
-        return tuple(1 if i in axes else s for i, s in enumerate(shape))
-    return tuple(s for i, s in enumerate(shape) if i not in axes)
-
-
 def _blocks(start: int, stop: int, size: int) -> Iterator[slice]:
     """Consecutive slices of at most ``size`` covering ``start:stop``."""
     for first in range(start, stop, size):
@@ -159,9 +165,10 @@ def _blocks(start: int, stop: int, size: int) -> Iterator[slice]:
 
 def _tile_shape(n: int) -> tuple[int, int]:
     """(rows, columns) of a tile for rows of ``n`` elements."""
-    if n >= TILE:
-        return 1, TILE
-    return max(1, TILE // max(n, 1)), n
+    tile = _tile()
+    if n >= tile:
+        return 1, tile
+    return max(1, tile // max(n, 1)), n
 
 
 class _Scratch:
@@ -174,7 +181,7 @@ class _Scratch:
     def tile(self, index: int, m: int, w: int) -> Array:
         flat = self._flat.get(index)
         if flat is None:
-            flat = self._flat[index] = np.empty(TILE)
+            flat = self._flat[index] = np.empty(_tile())
         return flat[: m * w].reshape(m, w)
 
 
@@ -424,7 +431,7 @@ def _reduce(
     out = np.empty(views[0].shape[0], dtype=np.result_type(*arrays))
     if _row_reduce(terms, views, sign_checked=sign_checked, validate=validate, clip=clip, out=out):
         _check(names, arrays, shape, axes)
-    return out.reshape(_kept_shape(shape, axes, keepdims))
+    return out.reshape(kept_shape(shape, axes, keepdims))
 
 
 def _check(
@@ -443,26 +450,23 @@ def _check(
             v.check_normalised(name, v.expand_to(x, len(shape), xp), axes, xp)
 
 
-# The backend checks values itself, in its pass over the data: the public layer leaves them.
-CHECKS_VALUES = True
-
-
+@fuses(VALUES, NORMALISED)
 def kl_div(
     p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
 ) -> Array:
-    """As :func:`kldiv._agnostic.kl_div`, fused: compiled (:mod:`kldiv._native`) where it is
+    """As :func:`kldiv._agnostic.kl_div`, fused: compiled (:mod:`._native`) where it is
     built and the layout allows, else in NumPy tiles."""
     names = ("p", "q")
     dtype = np.result_type(p, q)
     # Both the same float32 or float64, so that neither has to be cast whole
-    if _native is not None and p.dtype == q.dtype == dtype and dtype in _NATIVE_DTYPES:
+    if _kernels() is not None and p.dtype == q.dtype == dtype and dtype in _NATIVE_DTYPES:
         shape = v.broadcast_shape(names, [tuple(p.shape), tuple(q.shape)])
         views = _all_as_rows((p, q), shape, axes)
         if views is not None and all(_rows_contiguous(x) for x in views):
             out = np.empty(views[0].shape[0], dtype=dtype)
             if _native_kl_rows(views[0], views[1], out, validate=validate):
                 _check(names, (p, q), shape, axes)  # names the problem
-            return out.reshape(_kept_shape(shape, axes, keepdims))
+            return out.reshape(kept_shape(shape, axes, keepdims))
     return _reduce(
         _kl_tile_for(dtype, validate),
         names,
@@ -471,7 +475,7 @@ def kl_div(
         keepdims,
         sign_checked=_KL_SIGN_CHECKED,
         validate=validate,
-        clip=validate,
+        clip=DIVERGENCES["kl_div"].clips(validate),
         generic=lambda: _agnostic.kl_div(
             p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
         ),
@@ -528,7 +532,7 @@ def _native_kl_rows(p: Array, q: Array, out: Array, *, validate: bool) -> bool:
             (p[again], q[again]),
             sign_checked=_KL_SIGN_CHECKED,
             validate=validate,
-            clip=validate,
+            clip=DIVERGENCES["kl_div"].clips(validate),
             out=fixed,
         )
 
@@ -546,7 +550,7 @@ def _redo_lost_rows(out: Array, n: int, redo: Callable[[Array, Array], bool]) ->
     """
     again = np.flatnonzero(np.isnan(out))
     flagged = False
-    for block in _blocks(0, again.size, max(1, 4 * TILE // max(n, 1))):
+    for block in _blocks(0, again.size, max(1, 4 * _tile() // max(n, 1))):
         rows = again[block]
         fixed = np.empty(rows.size)
         flagged = redo(rows, fixed) or flagged
@@ -555,6 +559,7 @@ def _redo_lost_rows(out: Array, n: int, redo: Callable[[Array, Array], bool]) ->
     return flagged
 
 
+@fuses(VALUES, NORMALISED)
 def entropy(
     p: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
 ) -> Array:
@@ -567,13 +572,14 @@ def entropy(
         keepdims,
         sign_checked=(),  # log(p) is NaN for p < 0
         validate=validate,
-        clip=False,
+        clip=DIVERGENCES["entropy"].clips(validate),
         generic=lambda: _agnostic.entropy(
             p, axes=axes, keepdims=keepdims, validate=validate, xp=xp
         ),
     )
 
 
+@fuses(VALUES, NORMALISED)
 def cross_entropy(
     p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
 ) -> Array:
@@ -586,13 +592,14 @@ def cross_entropy(
         keepdims,
         sign_checked=(0,),  # log(q) is NaN for q < 0; p < 0 only flips a term's sign
         validate=validate,
-        clip=False,
+        clip=DIVERGENCES["cross_entropy"].clips(validate),
         generic=lambda: _agnostic.cross_entropy(
             p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
         ),
     )
 
 
+@fuses(VALUES, NORMALISED)
 def js_div(
     p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
 ) -> Array:
@@ -608,13 +615,14 @@ def js_div(
         # p*log1p(-s) is then +inf, not NaN: both signs are checked
         sign_checked=(0, 1),
         validate=validate,
-        clip=True,
+        clip=DIVERGENCES["js_div"].clips(validate),
         generic=lambda: _agnostic.js_div(
             p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
         ),
     )
 
 
+@fuses(VALUES)
 def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
     """As :func:`kldiv._agnostic.rel_entr`, tiled: ``p*log1p((p - q)/q)`` written per tile."""
     shape = v.broadcast_shape(("p", "q"), [tuple(p.shape), tuple(q.shape)])
@@ -697,11 +705,12 @@ def _logit_terms_rows(log_p: Array, log_q: Array, q: Array, work: Array) -> Arra
     return _dot_rows(q, bracket)
 
 
+@fuses(LOGITS)
 def kl_div_logits(
     a: Array, b: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
 ) -> Array:
-    """As :func:`kldiv._agnostic.kl_div_logits`, fused for rows of at most :data:`TILE`:
-    compiled for float32 (:mod:`kldiv._native`) where it is built, else in NumPy tiles."""
+    """As :func:`kldiv._agnostic.kl_div_logits`, fused for rows of at most one tile:
+    compiled for float32 (:mod:`._native`) where it is built, else in NumPy tiles."""
     shape = v.broadcast_shape(("a", "b"), [tuple(a.shape), tuple(b.shape)])
     views = _all_as_rows((a, b), shape, axes)
     n = math.prod(shape[i] for i in axes)
@@ -714,18 +723,18 @@ def kl_div_logits(
 
     # A row longer than a tile would need its log-sum-exp before its terms: two passes over
     # memory. Such rows are rare for logits (class counts), and the generic code is exact.
-    if views is None or not 0 < n <= TILE:
+    if views is None or not 0 < n <= _tile():
         return generic()
     a_rows, b_rows = views
     out = np.empty(a_rows.shape[0], dtype=np.result_type(a, b))
-    compiled = _native is not None and a.dtype == b.dtype == np.float32
+    compiled = _kernels() is not None and a.dtype == b.dtype == np.float32
     if compiled and all(_rows_contiguous(x) for x in views):
         flagged = _native_logit_rows(a_rows, b_rows, out)
     else:
         flagged = _logit_rows(a_rows, b_rows, out)
     if flagged and validate:
         generic()  # its checks name the problem
-    return out.reshape(_kept_shape(shape, axes, keepdims))
+    return out.reshape(kept_shape(shape, axes, keepdims))
 
 
 def _logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
@@ -788,10 +797,10 @@ def _native_logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
 def softmax_kl_loss(
     pred: Array, target: Array, *, norm_target: bool, xp: Namespace
 ) -> tuple[Array, Array]:
-    """As :func:`kldiv._agnostic.softmax_kl_loss`, fused for rows of at most :data:`TILE`:
+    """As :func:`kldiv._agnostic.softmax_kl_loss`, fused for rows of at most one tile:
     pred and target read once, grad written once, per row block."""
     rows, n = pred.shape
-    if not 0 < n <= TILE:  # as for kl_div_logits: a longer row needs two passes
+    if not 0 < n <= _tile():  # as for kl_div_logits: a longer row needs two passes
         return _agnostic.softmax_kl_loss(pred, target, norm_target=norm_target, xp=xp)
     grad = np.empty(pred.shape, dtype=pred.dtype)
     tile_rows, _ = _tile_shape(n)

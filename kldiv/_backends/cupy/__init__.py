@@ -1,10 +1,10 @@
 """The CuPy fast path: every divergence as one fused CUDA kernel launch.
 
 Each function has the signature of its twin in :mod:`kldiv._agnostic` and the semantics of
-the NumPy path, :mod:`kldiv._numpy_backend`. The arrays arrive checked by the public layer,
+the NumPy path, :mod:`kldiv._backends.numpy`. The arrays arrive checked by the public layer,
 which also keeps the value checks (this backend sets no ``CHECKS_VALUES``). Each function
 makes its input's device current and hands over to that device's
-:class:`~kldiv._cupy_backend._launcher.Launcher`, which holds the arithmetic choices (which
+:class:`~kldiv._backends.cupy._launcher.Launcher`, which holds the arithmetic choices (which
 kernel, which results are clipped at 0) and is the code the tests run on the CPU simulator.
 ``xp``, the public layer's namespace, is not needed: the launcher works with CuPy itself.
 See docs/cuda.md.
@@ -12,12 +12,8 @@ See docs/cuda.md.
 
 from __future__ import annotations
 
-from typing import Any
-
-from kldiv._cupy_backend._device import on_device_of
-
-Array = Any
-Namespace = Any
+from kldiv._backends.cupy._device import on_device_of
+from kldiv._typing import Array, Namespace
 
 
 def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:

@@ -2,7 +2,7 @@
 
 A :class:`Launcher` is given where its kernels come from, which array library allocates, and
 what the device can do. In production those are ``cupy.RawModule``, ``cupy`` and the current
-GPU (see :mod:`kldiv._cupy_backend._device`); the tests pass a module built by the CPU
+GPU (see :mod:`kldiv._backends.cupy._device`); the tests pass a module built by the CPU
 simulator in ``tests/cuda_sim``, ``numpy`` and a small made-up device, and run this same code.
 
 Every scalar argument is wrapped in the NumPy type of its C parameter: CuPy passes a Python
@@ -20,10 +20,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from kldiv._cupy_backend import _layout, _sources
-
-Array = Any
-Namespace = Any
+from kldiv import _layout
+from kldiv._backends.cupy import _sources
+from kldiv._typing import Array, Namespace
 
 WARP_SIZE = 32
 # Rows up to this long get one warp each, several rows to a block: a whole block on a short
@@ -92,7 +91,7 @@ class Launcher:
     ----------
     module_factory : callable
         Builds the module of one kernel source file (a path in
-        :data:`kldiv._cupy_backend._sources.SOURCES`); called once per file, on first use.
+        :data:`kldiv._backends.cupy._sources.SOURCES`); called once per file, on first use.
     xp : module
         The array library that allocates outputs and lays inputs out: ``cupy`` or ``numpy``.
     device : DeviceProperties

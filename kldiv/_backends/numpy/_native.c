@@ -1,4 +1,4 @@
-/* kldiv._native: compiled row kernels for the NumPy path (kldiv/_numpy_backend.py).
+/* kldiv._backends.numpy._native: compiled row kernels for the NumPy path (kldiv/_backends/numpy/__init__.py).
  *
  * NumPy can fuse none of a KL term's dozen operations, so the pure NumPy path walks each tile
  * of memory some eight times; this module makes one pass per row (three for logits), with the
@@ -663,8 +663,8 @@ static PyMethodDef kl_methods[] = {
 
 static struct PyModuleDef kl_module = {
     PyModuleDef_HEAD_INIT,
-    "kldiv._native",
-    "Compiled row kernels for kldiv's NumPy path; see kldiv/_native.c.",
+    "kldiv._backends.numpy._native",
+    "Compiled row kernels for kldiv's NumPy path; see kldiv/_backends/numpy/_native.c.",
     -1,
     kl_methods,
     NULL,

@@ -1,4 +1,4 @@
-"""Types of the compiled row kernels, kldiv/_native.c (built when a C compiler is present)."""
+"""Types of the compiled row kernels, ``_native.c`` (built when a C compiler is present)."""
 
 from typing import Any
 

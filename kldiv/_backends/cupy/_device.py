@@ -11,12 +11,12 @@ import functools
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from kldiv._cupy_backend import _sources
-from kldiv._cupy_backend._launcher import DeviceProperties, Launcher, Module
+from kldiv._backends.cupy import _sources
+from kldiv._backends.cupy._launcher import DeviceProperties, Launcher, Module
+from kldiv._typing import Array
 
-Array = Any
 Result = TypeVar("Result")
 
 _launchers: dict[int, Launcher] = {}

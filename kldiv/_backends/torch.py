@@ -1,0 +1,271 @@
+"""PyTorch tensors on the NumPy and CuPy fast paths, with an analytic backward.
+
+A CPU tensor is handed to :mod:`kldiv._backends.numpy` as a NumPy view of its memory (no
+copy), a CUDA tensor to :mod:`kldiv._backends.cupy` through DLPack when CuPy is installed;
+the result comes back as a tensor the same way. Where a tensor requires grad, the call is a
+:class:`torch.autograd.Function` whose backward is the divergence's derivative, written in
+torch operations (so that it has a derivative itself, for double backward), with the finite
+values of docs/index.md ("Gradients") where the true derivative is infinite.
+
+Everything else is declined (``NotImplemented``), for the generic code to run: tensors whose
+values cannot be read (``torch.compile``, ``vmap``, meta and fake tensors), a dtype the fast
+paths lack (bfloat16), other devices, and CUDA without CuPy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from kldiv import _agnostic, _compat
+from kldiv import _validation as v
+from kldiv._backends import numpy as _numpy_path
+from kldiv._dispatch import fuses
+from kldiv._table import DIVERGENCES
+from kldiv._typing import Array, Namespace
+
+_CPU_DTYPES = frozenset({torch.float16, torch.float32, torch.float64})
+_CUDA_DTYPES = _CPU_DTYPES
+_has_cupy: bool | None = None
+
+
+def _route(arrays: Sequence[Array]) -> str | None:
+    """``"cpu"`` or ``"cuda"``, the fast path that takes these tensors, or None."""
+    global _has_cupy
+    kind = arrays[0].device.type
+    if any(x.device.type != kind for x in arrays):
+        return None  # the public layer has refused two devices; a 0-d CPU tensor is not one
+    if not all(_compat.values_are_readable(x) for x in arrays):
+        return None
+    if kind == "cpu" and all(x.dtype in _CPU_DTYPES for x in arrays):
+        return "cpu"
+    if kind == "cuda" and all(x.dtype in _CUDA_DTYPES for x in arrays):
+        if _has_cupy is None:
+            _has_cupy = importlib.util.find_spec("cupy") is not None
+        return "cuda" if _has_cupy else None
+    return None
+
+
+def _forward(route: str, name: str, arrays: Sequence[Array], options: dict[str, Any]) -> Array:
+    """``name`` of the ``route``'s fast path on the tensors' memory, as a tensor."""
+    if route == "cpu":
+        views = [x.detach().numpy() for x in arrays]
+        out = getattr(_numpy_path, name)(*views, xp=_numpy_path._generic_np(), **options)
+        return torch.from_numpy(np.asarray(out))
+    import cupy
+    from torch.utils.dlpack import from_dlpack
+
+    from kldiv._backends import cupy as _cupy_path
+
+    # The CuPy path checks nothing itself: what the NumPy path fuses is checked here first.
+    if options["validate"]:
+        _check(name, arrays, options)
+    with cupy.cuda.Device(arrays[0].device.index):
+        views = [cupy.from_dlpack(x.detach()) for x in arrays]
+        out = getattr(_cupy_path, name)(*views, xp=_compat.array_namespace(views[0]), **options)
+        return from_dlpack(out)
+
+
+def _check(name: str, arrays: Sequence[Array], options: dict[str, Any]) -> None:
+    row = DIVERGENCES[name]
+    xp = _compat.array_namespace(*arrays)
+    shape = v.broadcast_shape(row.inputs, [tuple(x.shape) for x in arrays])
+    checks = row.checks & _FUSED[name]
+    readable = [True] * len(arrays)
+    v.check_values(row, checks, arrays, readable, shape, options.get("axes", ()), xp)
+
+
+def _bridged(name: str, arrays: Sequence[Array], options: dict[str, Any]) -> Array:
+    route = _route(arrays)
+    if route is None:
+        return NotImplemented
+    if torch.is_grad_enabled() and any(x.requires_grad for x in arrays):
+        return _Differentiable.apply(name, route, options, *arrays)  # type: ignore[no-untyped-call]
+    return _forward(route, name, arrays, options)
+
+
+class _Differentiable(torch.autograd.Function):
+    """A fast path's forward, and the backward of :data:`_BACKWARD`."""
+
+    @staticmethod
+    def forward(ctx: Any, name: str, route: str, options: dict[str, Any], *arrays: Array) -> Array:
+        out = _forward(route, name, arrays, options)
+        ctx.name, ctx.options = name, options
+        ctx.save_for_backward(out, *arrays)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Array) -> tuple[Array | None, ...]:
+        out, *arrays = ctx.saved_tensors
+        options = ctx.options
+        if "axes" in options:
+            grad = _unreduced(grad, arrays, options["axes"], options["keepdims"])
+        shape = torch.broadcast_shapes(*(x.shape for x in arrays))  # type: ignore[no-untyped-call]
+        grads = _BACKWARD[ctx.name](grad, out, *(x.expand(shape) for x in arrays), **options)
+        return (
+            None,
+            None,
+            None,
+            *(
+                _sum_to(g, x) if x.requires_grad else None
+                for g, x in zip(grads, arrays, strict=True)
+            ),
+        )
+
+
+def _unreduced(
+    grad: Array, arrays: Sequence[Array], axes: tuple[int, ...], keepdims: bool
+) -> Array:
+    """``grad`` of a reduction over ``axes`` with those axes back as size 1."""
+    if not keepdims:
+        for axis in sorted(axes):
+            grad = grad.unsqueeze(axis)
+    return grad
+
+
+def _sum_to(g: Array, x: Array) -> Array:
+    """``g`` of a broadcast of ``x``, summed back to ``x``'s shape, in ``x``'s dtype."""
+    lead = g.ndim - x.ndim
+    if lead:
+        g = g.sum(dim=tuple(range(lead)))
+    dims = tuple(i for i, size in enumerate(x.shape) if size == 1 and g.shape[i] != 1)
+    if dims:
+        g = g.sum(dim=dims, keepdim=True)
+    return g.to(x.dtype)
+
+
+def _where(mask: Array, value: Array) -> Array:
+    return torch.where(mask, value, torch.zeros_like(value))
+
+
+def _log_or_zero(x: Array) -> Array:
+    """``log(x)`` where ``x > 0``, 0 elsewhere, with no infinite derivative in the branch
+    dropped (a zero cotangent times it would be NaN under double backward)."""
+    return _where(x > 0, torch.log(torch.where(x > 0, x, torch.ones_like(x))))
+
+
+def _ratio_or_zero(p: Array, q: Array) -> Array:
+    return _where((p > 0) & (q > 0), p / torch.where(q > 0, q, torch.ones_like(q)))
+
+
+# Each term's derivatives, times the cotangent ``grad`` (broadcast to the inputs): 0 where a
+# term is infinite (q == 0 < p), as the generic code's masks make it, and the documented
+# finite values where a derivative alone is infinite (p == 0).
+
+
+def _kl_div_backward(grad: Array, out: Array, p: Array, q: Array, **options: Any) -> list[Array]:
+    live = (p > 0) & (q > 0)
+    dp = _where(live, 1 + _log_or_zero(p) - _log_or_zero(q))
+    if DIVERGENCES["kl_div"].clips(options["validate"]) and bool((out == 0).any()):
+        # A result clipped to 0 is a constant, with no gradient, as the generic code's where
+        # gives; an exact 0 (p == q) is not. Which is which, only the unclipped sum says.
+        axes, keepdims = options["axes"], options["keepdims"]
+        xp = _compat.array_namespace(p)
+        raw = _agnostic.kl_div(p, q, axes=axes, keepdims=keepdims, validate=False, xp=xp)
+        grad = _where(_unreduced(raw, [p], axes, keepdims) >= 0, grad)
+    return [grad * dp, -grad * _ratio_or_zero(p, q)]
+
+
+def _rel_entr_backward(grad: Array, out: Array, p: Array, q: Array, **options: Any) -> list[Array]:
+    live = (p > 0) & (q > 0)
+    dp = _where(live, 1 + _log_or_zero(p) - _log_or_zero(q))
+    return [grad * dp, -grad * _ratio_or_zero(p, q)]
+
+
+def _entropy_backward(grad: Array, out: Array, p: Array, **options: Any) -> list[Array]:
+    return [-grad * _where(p > 0, 1 + _log_or_zero(p))]
+
+
+def _cross_entropy_backward(
+    grad: Array, out: Array, p: Array, q: Array, **options: Any
+) -> list[Array]:
+    return [-grad * _log_or_zero(q), -grad * _ratio_or_zero(p, q)]
+
+
+def _js_div_backward(grad: Array, out: Array, p: Array, q: Array, **options: Any) -> list[Array]:
+    m = p / 2 + q / 2
+    return [
+        grad * _log_or_zero(p) / 2 - grad * _where(p > 0, _log_or_zero(m)) / 2,
+        grad * _log_or_zero(q) / 2 - grad * _where(q > 0, _log_or_zero(m)) / 2,
+    ]
+
+
+def _kl_div_logits_backward(
+    grad: Array, out: Array, a: Array, b: Array, **options: Any
+) -> list[Array]:
+    """``dKL/da = p*(d - KL)`` and ``dKL/db = q - p``, ``d = log p - log q``."""
+    axes = options["axes"]
+    dims = tuple(axes)
+    la = (
+        torch.log_softmax(a.to(out.dtype), dim=dims[0]) if len(dims) == 1 else _log_softmax(a, dims)
+    )
+    lb = (
+        torch.log_softmax(b.to(out.dtype), dim=dims[0]) if len(dims) == 1 else _log_softmax(b, dims)
+    )
+    p, q = torch.exp(la), torch.exp(lb)
+    kl = _unreduced(out, [a], axes, options["keepdims"])
+    d = _where(p > 0, la - torch.where(p > 0, lb, torch.zeros_like(lb)))
+    return [grad * p * (d - kl), grad * (q - p)]
+
+
+def _log_softmax(x: Array, dims: tuple[int, ...]) -> Array:
+    return x - torch.logsumexp(x, dim=dims, keepdim=True)
+
+
+_BACKWARD: dict[str, Callable[..., list[Array]]] = {
+    "rel_entr": _rel_entr_backward,
+    "kl_div": _kl_div_backward,
+    "kl_div_logits": _kl_div_logits_backward,
+    "entropy": _entropy_backward,
+    "cross_entropy": _cross_entropy_backward,
+    "js_div": _js_div_backward,
+}
+
+# What the CPU route fuses, as the NumPy path does; the CUDA route checks the same itself.
+_FUSED = {name: getattr(_numpy_path, name).__kldiv_fuses__ for name in _BACKWARD}
+
+
+@fuses(*_FUSED["rel_entr"])
+def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
+    return _bridged("rel_entr", (p, q), {"validate": validate})
+
+
+@fuses(*_FUSED["kl_div"])
+def kl_div(
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    return _bridged("kl_div", (p, q), {"axes": axes, "keepdims": keepdims, "validate": validate})
+
+
+@fuses(*_FUSED["kl_div_logits"])
+def kl_div_logits(
+    a: Array, b: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    options = {"axes": axes, "keepdims": keepdims, "validate": validate}
+    return _bridged("kl_div_logits", (a, b), options)
+
+
+@fuses(*_FUSED["entropy"])
+def entropy(
+    p: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    return _bridged("entropy", (p,), {"axes": axes, "keepdims": keepdims, "validate": validate})
+
+
+@fuses(*_FUSED["cross_entropy"])
+def cross_entropy(
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    options = {"axes": axes, "keepdims": keepdims, "validate": validate}
+    return _bridged("cross_entropy", (p, q), options)
+
+
+@fuses(*_FUSED["js_div"])
+def js_div(
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    return _bridged("js_div", (p, q), {"axes": axes, "keepdims": keepdims, "validate": validate})
