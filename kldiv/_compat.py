@@ -31,6 +31,7 @@ __all__ = [
     "is_array_api_obj",
     "is_cupy_namespace",
     "is_dask_namespace",
+    "is_jax_namespace",
     "is_numpy_namespace",
     "is_torch_namespace",
     "values_are_readable",
@@ -93,6 +94,10 @@ def is_cupy_namespace(xp: Any) -> bool:
 
 def is_dask_namespace(xp: Any) -> bool:
     return not is_torch_namespace(xp) and bool(_aac.is_dask_namespace(xp))
+
+
+def is_jax_namespace(xp: Any) -> bool:
+    return not is_torch_namespace(xp) and bool(_aac.is_jax_namespace(xp))
 
 
 def values_are_readable(x: Any) -> bool:

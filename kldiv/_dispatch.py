@@ -9,8 +9,11 @@ PyTorch           :mod:`kldiv._backends.torch`: CPU tensors through NumPy's fast
                   (zero-copy views), CUDA tensors through CuPy's (DLPack), with an
                   analytic backward; the generic code where values cannot be read
                   (``torch.compile``, ``vmap``, meta and fake tensors)
-Dask              :mod:`kldiv._backends.dask`: each chunk on its own library's fast path
-anything else     :mod:`kldiv._agnostic`: the generic array-API code (JAX, array_api_strict)
+Dask              :mod:`kldiv._backends.dask`: each chunk on its own library's fast path,
+                  partial results summed where a distribution spans chunks
+JAX               :mod:`kldiv._backends.jax`: concrete CPU arrays through NumPy's fast
+                  path (DLPack); the generic code under ``jit`` and the transforms
+anything else     :mod:`kldiv._agnostic`: the generic array-API code (array_api_strict)
 ================  ======================================================================
 
 A function a fast path lacks runs the generic code, and so does a call the fast path
@@ -36,6 +39,8 @@ _FAST_PATHS: tuple[tuple[Callable[[Any], bool], str], ...] = (
     (_compat.is_numpy_namespace, "kldiv._backends.numpy"),
     (_compat.is_cupy_namespace, "kldiv._backends.cupy"),
     (_compat.is_torch_namespace, "kldiv._backends.torch"),
+    (_compat.is_dask_namespace, "kldiv._backends.dask"),
+    (_compat.is_jax_namespace, "kldiv._backends.jax"),
 )
 
 

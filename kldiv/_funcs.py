@@ -13,6 +13,7 @@ import numpy as np
 
 from kldiv import _compat, _dispatch
 from kldiv import _validation as v
+from kldiv._backends.numpy import _short
 from kldiv._table import DIVERGENCES, NORMALISED, Divergence
 from kldiv._typing import Array, Axis, Namespace
 
@@ -48,22 +49,25 @@ def _call(
         axes = v.normalize_axis(axis, len(shape), name)
         v.check_distribution_axes(row.inputs, checked, shape, axes)
         v.check_not_empty(name, shape, axes)
-    unread: list[Array] = []
+    readable = [_compat.values_are_readable(x) for x in checked] if validate else []
     if validate:
-        readable = [_compat.values_are_readable(x) for x in checked]
-        if NORMALISED in row.checks and axes:
-            unread = [
-                v.expand_to(x, len(shape), xp)
-                for x, ok in zip(checked, readable, strict=True)
-                if not ok
-            ]
         v.check_values(row, row.checks - impl.fused, checked, readable, shape, axes, xp)
     options = {"axes": axes, "keepdims": keepdims} if row.reduces else {}
     out = impl.func(*checked, validate=validate, xp=xp, **options)
+    fused = impl.fused
     if out is NotImplemented:  # declined by the fast path: the generic code, fully checked
+        fused = frozenset()
         if validate:
             v.check_values(row, impl.fused & row.checks, checked, readable, shape, axes, xp)
         out = _dispatch.generic(name).func(*checked, validate=validate, xp=xp, **options)
+    unread: list[Array] = []
+    if validate and axes and NORMALISED in row.checks - fused:
+        # what nothing checked: rows of values that could not be read
+        unread = [
+            v.expand_to(x, len(shape), xp)
+            for x, ok in zip(checked, readable, strict=True)
+            if not ok
+        ]
     return _finish(out, row, unread, axes, keepdims, base, xp)
 
 
@@ -210,6 +214,9 @@ def kl_div(
     >>> kldiv.kl_div(np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5]), base=2)
     array(1.)
     """
+    short = _short.kl_div(p, q, axis, keepdims, base, validate)
+    if short is not None:
+        return short
     return _call("kl_div", (p, q), axis=axis, keepdims=keepdims, base=base, validate=validate)
 
 

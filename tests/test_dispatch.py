@@ -19,7 +19,7 @@ def test_every_function_has_an_implementation_for_every_library(xp, name):
 
 
 def test_libraries_without_a_fast_path_run_the_generic_code(xp):
-    fast = ("numpy", "cupy", "torch")
+    fast = ("numpy", "cupy", "torch", "dask", "jax")
     if any(getattr(array_api_compat, f"is_{lib}_namespace")(xp) for lib in fast):
         pytest.skip("a library with fast paths")
     for name in DIVERGENCES:

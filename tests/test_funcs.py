@@ -315,7 +315,9 @@ def test_jax_jit_and_grad_trace_through():
     jnp = jax.numpy
     a, b = jnp.asarray([0.1, 0.2, 0.3]), jnp.zeros(3)
     jitted = jax.jit(kldiv.kl_div_logits)(a, b)
-    assert float(jitted) == pytest.approx(float(kldiv.kl_div_logits(a, b)), rel=1e-6)
+    # eager runs the NumPy path in float64; jitted, the generic code in JAX's float32 (no
+    # x64): float32 roundings of a KL of 3e-3 apart
+    assert float(jitted) == pytest.approx(float(kldiv.kl_div_logits(a, b)), rel=1e-5)
     grad = jax.grad(lambda x: kldiv.kl_div_logits(x, b))(a)
     # d KL(softmax(a) || uniform) / d a = p * (log p - sum(p log p)) for p = softmax(a)
     p = np.exp(np.asarray(a) - np.log(np.exp(np.asarray(a)).sum()))

@@ -105,15 +105,16 @@ class _Differentiable(torch.autograd.Function):
         if "axes" in options:
             grad = _unreduced(grad, arrays, options["axes"], options["keepdims"])
         shape = torch.broadcast_shapes(*(x.shape for x in arrays))  # type: ignore[no-untyped-call]
-        grads = _BACKWARD[ctx.name](grad, out, *(x.expand(shape) for x in arrays), **options)
+        needs = ctx.needs_input_grad[3:]
+        # a backward that is itself differentiated runs under grad mode (create_graph=True)
+        ops = _Ops(safe=torch.is_grad_enabled())
+        expanded = [x.expand(shape) for x in arrays]
+        grads = _BACKWARD[ctx.name](grad, out, *expanded, needs=needs, ops=ops, **options)
         return (
             None,
             None,
             None,
-            *(
-                _sum_to(g, x) if x.requires_grad else None
-                for g, x in zip(grads, arrays, strict=True)
-            ),
+            *(None if g is None else _sum_to(g, x) for g, x in zip(grads, arrays, strict=True)),
         )
 
 
@@ -139,27 +140,42 @@ def _sum_to(g: Array, x: Array) -> Array:
 
 
 def _where(mask: Array, value: Array) -> Array:
-    return torch.where(mask, value, torch.zeros_like(value))
+    return torch.where(mask, value, torch.zeros((), dtype=value.dtype, device=value.device))
 
 
-def _log_or_zero(x: Array) -> Array:
-    """``log(x)`` where ``x > 0``, 0 elsewhere, with no infinite derivative in the branch
-    dropped (a zero cotangent times it would be NaN under double backward)."""
-    return _where(x > 0, torch.log(torch.where(x > 0, x, torch.ones_like(x))))
+class _Ops:
+    """The logarithm and ratio the derivatives are made of.
+
+    A first derivative takes the plain ``log`` and ``/``: whatever they give where a term is
+    masked (``log(0) = -inf``, ``0/0``) is replaced by the final ``where``, and each costs one
+    pass. A backward that is itself differentiated (``create_graph=True``) takes them with
+    the masked entries replaced first, so that no infinite derivative sits in a branch a
+    ``where`` drops (a zero cotangent times it would be NaN).
+    """
+
+    def __init__(self, safe: bool) -> None:
+        self.safe = safe
+
+    def log(self, x: Array) -> Array:
+        if not self.safe:
+            return torch.log(x)
+        return _where(x > 0, torch.log(torch.where(x > 0, x, torch.ones_like(x))))
+
+    def ratio(self, p: Array, q: Array) -> Array:
+        if not self.safe:
+            return p / q
+        return _where((p > 0) & (q > 0), p / torch.where(q > 0, q, torch.ones_like(q)))
 
 
-def _ratio_or_zero(p: Array, q: Array) -> Array:
-    return _where((p > 0) & (q > 0), p / torch.where(q > 0, q, torch.ones_like(q)))
+# Each term's derivatives, times the cotangent ``grad`` (broadcast to the inputs), for the
+# inputs in ``needs``: 0 where a term is infinite (q == 0 < p), as the generic code's masks
+# make it, and the documented finite values where a derivative alone is infinite (p == 0).
+Needs = Sequence[bool]
 
 
-# Each term's derivatives, times the cotangent ``grad`` (broadcast to the inputs): 0 where a
-# term is infinite (q == 0 < p), as the generic code's masks make it, and the documented
-# finite values where a derivative alone is infinite (p == 0).
-
-
-def _kl_div_backward(grad: Array, out: Array, p: Array, q: Array, **options: Any) -> list[Array]:
-    live = (p > 0) & (q > 0)
-    dp = _where(live, 1 + _log_or_zero(p) - _log_or_zero(q))
+def _kl_div_backward(
+    grad: Array, out: Array, p: Array, q: Array, *, needs: Needs, ops: _Ops, **options: Any
+) -> list[Array | None]:
     if DIVERGENCES["kl_div"].clips(options["validate"]) and bool((out == 0).any()):
         # A result clipped to 0 is a constant, with no gradient, as the generic code's where
         # gives; an exact 0 (p == q) is not. Which is which, only the unclipped sum says.
@@ -167,56 +183,66 @@ def _kl_div_backward(grad: Array, out: Array, p: Array, q: Array, **options: Any
         xp = _compat.array_namespace(p)
         raw = _agnostic.kl_div(p, q, axes=axes, keepdims=keepdims, validate=False, xp=xp)
         grad = _where(_unreduced(raw, [p], axes, keepdims) >= 0, grad)
-    return [grad * dp, -grad * _ratio_or_zero(p, q)]
+    return _rel_entr_backward(grad, out, p, q, needs=needs, ops=ops)
 
 
-def _rel_entr_backward(grad: Array, out: Array, p: Array, q: Array, **options: Any) -> list[Array]:
+def _rel_entr_backward(
+    grad: Array, out: Array, p: Array, q: Array, *, needs: Needs, ops: _Ops, **options: Any
+) -> list[Array | None]:
     live = (p > 0) & (q > 0)
-    dp = _where(live, 1 + _log_or_zero(p) - _log_or_zero(q))
-    return [grad * dp, -grad * _ratio_or_zero(p, q)]
+    dp = _where(live, grad * (1 + (ops.log(p) - ops.log(q)))) if needs[0] else None
+    dq = _where(live, -grad * ops.ratio(p, q)) if needs[1] else None
+    return [dp, dq]
 
 
-def _entropy_backward(grad: Array, out: Array, p: Array, **options: Any) -> list[Array]:
-    return [-grad * _where(p > 0, 1 + _log_or_zero(p))]
+def _entropy_backward(
+    grad: Array, out: Array, p: Array, *, needs: Needs, ops: _Ops, **options: Any
+) -> list[Array | None]:
+    return [_where(p > 0, -grad * (1 + ops.log(p)))]
 
 
 def _cross_entropy_backward(
-    grad: Array, out: Array, p: Array, q: Array, **options: Any
-) -> list[Array]:
-    return [-grad * _log_or_zero(q), -grad * _ratio_or_zero(p, q)]
+    grad: Array, out: Array, p: Array, q: Array, *, needs: Needs, ops: _Ops, **options: Any
+) -> list[Array | None]:
+    positive = q > 0
+    dp = _where(positive, -grad * ops.log(q)) if needs[0] else None
+    dq = _where(positive & (p > 0), -grad * ops.ratio(p, q)) if needs[1] else None
+    return [dp, dq]
 
 
-def _js_div_backward(grad: Array, out: Array, p: Array, q: Array, **options: Any) -> list[Array]:
-    m = p / 2 + q / 2
-    return [
-        grad * _log_or_zero(p) / 2 - grad * _where(p > 0, _log_or_zero(m)) / 2,
-        grad * _log_or_zero(q) / 2 - grad * _where(q > 0, _log_or_zero(m)) / 2,
-    ]
+def _js_div_backward(
+    grad: Array, out: Array, p: Array, q: Array, *, needs: Needs, ops: _Ops, **options: Any
+) -> list[Array | None]:
+    """``dJS/dp = log(p/m)/2``, 0 at ``p == 0``; the same for ``q``."""
+    log_m = ops.log(p / 2 + q / 2)
+    dp = _where(p > 0, grad * (ops.log(p) - log_m) / 2) if needs[0] else None
+    dq = _where(q > 0, grad * (ops.log(q) - log_m) / 2) if needs[1] else None
+    return [dp, dq]
 
 
 def _kl_div_logits_backward(
-    grad: Array, out: Array, a: Array, b: Array, **options: Any
-) -> list[Array]:
+    grad: Array, out: Array, a: Array, b: Array, *, needs: Needs, ops: _Ops, **options: Any
+) -> list[Array | None]:
     """``dKL/da = p*(d - KL)`` and ``dKL/db = q - p``, ``d = log p - log q``."""
     axes = options["axes"]
-    dims = tuple(axes)
-    la = (
-        torch.log_softmax(a.to(out.dtype), dim=dims[0]) if len(dims) == 1 else _log_softmax(a, dims)
-    )
-    lb = (
-        torch.log_softmax(b.to(out.dtype), dim=dims[0]) if len(dims) == 1 else _log_softmax(b, dims)
-    )
-    p, q = torch.exp(la), torch.exp(lb)
+    la, lb = _log_softmax(a.to(out.dtype), axes), _log_softmax(b.to(out.dtype), axes)
+    p = torch.exp(la)
     kl = _unreduced(out, [a], axes, options["keepdims"])
-    d = _where(p > 0, la - torch.where(p > 0, lb, torch.zeros_like(lb)))
-    return [grad * p * (d - kl), grad * (q - p)]
+    da = None
+    if needs[0]:
+        d = la - torch.where(p > 0, lb, torch.zeros_like(lb))
+        da = _where(p > 0, grad * p * (torch.where(p > 0, d, torch.zeros_like(d)) - kl))
+    db = grad * (torch.exp(lb) - p) if needs[1] else None
+    return [da, db]
 
 
-def _log_softmax(x: Array, dims: tuple[int, ...]) -> Array:
-    return x - torch.logsumexp(x, dim=dims, keepdim=True)
+def _log_softmax(x: Array, axes: tuple[int, ...]) -> Array:
+    if len(axes) == 1:
+        return torch.log_softmax(x, dim=axes[0])
+    return x - torch.logsumexp(x, dim=axes, keepdim=True)
 
 
-_BACKWARD: dict[str, Callable[..., list[Array]]] = {
+_BACKWARD: dict[str, Callable[..., list[Array | None]]] = {
     "rel_entr": _rel_entr_backward,
     "kl_div": _kl_div_backward,
     "kl_div_logits": _kl_div_logits_backward,

@@ -1,0 +1,203 @@
+"""Dask arrays: each chunk on its own library's fast path, the partial results summed.
+
+Every reduction but ``kl_div_logits`` is a sum of terms, and so are the row sums validation
+needs: a chunk's part of a distribution gives its partial result and its partial row sums,
+by the fast path of the chunks' library (NumPy's compiled kernels; CuPy's), and Dask adds
+the parts up. A distribution axis that spans several chunks is therefore never rechunked,
+and each chunk is read once. It stays lazy: what validation would refuse gives NaN, a bad
+entry by its chunk's arithmetic (``validate=False`` there), a row off 1 by the summed row
+sums, as :func:`kldiv._validation.unnormalised_rows` would.
+
+``kl_div_logits`` needs each row's log-sum-exp before its terms: it runs per chunk where
+each distribution lies in one chunk, and is declined (the generic code) otherwise.
+``rel_entr`` runs per chunk. Nothing is computed here: the results are Dask arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import string
+from collections.abc import Sequence
+from typing import Any
+
+import dask.array
+import numpy as np
+
+from kldiv import _compat, _dispatch
+from kldiv import _validation as v
+from kldiv._table import DIVERGENCES, NORMALISED, VALUES
+from kldiv._typing import Array, Namespace
+
+# Dask's functions carry no annotations: typed as Any once, here.
+da: Any = dask.array
+
+
+def _chunk_namespace(x: Array) -> Namespace:
+    """The namespace of ``x``'s chunks (NumPy, unless they are CuPy's, say)."""
+    return _compat.array_namespace(x._meta)
+
+
+def _aligned(arrays: Sequence[Array]) -> tuple[tuple[int, ...], list[Array]]:
+    """The arrays broadcast to one shape and chunked alike."""
+    shape = tuple(np.broadcast_shapes(*(tuple(a.shape) for a in arrays)))
+    full = [da.broadcast_to(a, shape) if tuple(a.shape) != shape else a for a in arrays]
+    index = string.ascii_lowercase[: len(shape)]
+    _, unified = da.core.unify_chunks(*(part for a in full for part in (a, index)))
+    return shape, list(unified)
+
+
+def _whole_rows(
+    *blocks: Array,
+    name: str,
+    axes: tuple[int, ...],
+    keepdims: bool,
+    validate: bool,
+    chunk_xp: Namespace,
+) -> Array:
+    """``name`` of a block that holds whole distributions, checked as the chunks' fast path
+    checks, with the rows the checks refuse NaN instead of an error."""
+    row = DIVERGENCES[name]
+    impl = _dispatch.implementation(name, chunk_xp)
+    options = {"axes": axes, "keepdims": keepdims, "xp": chunk_xp}
+    shape = tuple(np.broadcast_shapes(*(tuple(b.shape) for b in blocks)))
+    if validate:
+        readable = [True] * len(blocks)
+        try:
+            v.check_values(row, row.checks - impl.fused, blocks, readable, shape, axes, chunk_xp)
+            out = impl.func(*blocks, validate=True, **options)
+            if out is not NotImplemented:
+                return out
+        except ValueError:  # some row is bad: which ones, the lazy forms of the checks say
+            pass
+    out = impl.func(*blocks, validate=False, **options)
+    if out is NotImplemented:
+        out = _dispatch.generic(name).func(*blocks, validate=False, **options)
+    if validate and NORMALISED in row.checks:
+        for b in blocks:
+            bad = v.unnormalised_rows(
+                v.expand_to(b, len(shape), chunk_xp), axes, keepdims, chunk_xp
+            )
+            out = chunk_xp.where(bad, chunk_xp.nan, out)
+    if row.clips(validate):
+        out = chunk_xp.where(out < 0, chunk_xp.zeros_like(out), out)
+    return out
+
+
+def _per_chunk(
+    name: str, arrays: Sequence[Array], axes: tuple[int, ...], keepdims: bool, validate: bool
+) -> Array:
+    """``name`` of each block (:func:`_whole_rows`) where every distribution lies within
+    one chunk; NotImplemented where one does not."""
+    shape, aligned = _aligned(arrays)
+    if any(len(aligned[0].chunks[a]) > 1 for a in axes):
+        return NotImplemented
+    chunk_xp = _chunk_namespace(aligned[0])
+    index = string.ascii_lowercase[: len(shape)]
+    kept = "".join(c for i, c in enumerate(index) if i not in axes or keepdims)
+    block = functools.partial(
+        _whole_rows, name=name, axes=axes, keepdims=keepdims, validate=validate, chunk_xp=chunk_xp
+    )
+    dtype = np.result_type(*(a.dtype for a in arrays))
+    return da.blockwise(
+        block,
+        kept,
+        *(part for a in aligned for part in (a, index)),
+        adjust_chunks={index[a]: lambda c: 1 for a in axes} if keepdims else None,
+        concatenate=True,
+        dtype=dtype,
+        meta=chunk_xp.empty((0,) * len(kept), dtype=dtype),
+    )
+
+
+def _partials(
+    *blocks: Array, name: str, axes: tuple[int, ...], sums: bool, chunk_xp: Namespace
+) -> Array:
+    """A block's partial result and, with ``sums``, its partial row sums, in float64,
+    stacked on a new first axis, the reduced axes kept (size 1)."""
+    impl = _dispatch.implementation(name, chunk_xp).func
+    options = {"axes": axes, "keepdims": True, "validate": False, "xp": chunk_xp}
+    part = impl(*blocks, **options)
+    if part is NotImplemented:
+        part = _dispatch.generic(name).func(*blocks, **options)
+    pieces = [chunk_xp.astype(part, chunk_xp.float64)]
+    if sums:
+        pieces += [
+            chunk_xp.sum(b, axis=axes, keepdims=True, dtype=chunk_xp.float64) for b in blocks
+        ]
+    return chunk_xp.stack([chunk_xp.broadcast_to(x, pieces[0].shape) for x in pieces])
+
+
+def _reduce(
+    name: str, arrays: Sequence[Array], axes: tuple[int, ...], keepdims: bool, validate: bool
+) -> Array:
+    """``name`` chunk by chunk: per chunk where each distribution lies in one chunk, else
+    as partial results (and row sums) summed over the chunks the distributions span."""
+    whole = _per_chunk(name, arrays, axes, keepdims, validate)
+    if whole is not NotImplemented:
+        return whole
+    row = DIVERGENCES[name]
+    shape, aligned = _aligned(arrays)
+    chunk_xp = _chunk_namespace(aligned[0])
+    index = string.ascii_lowercase[: len(shape)]
+    sums = validate and NORMALISED in row.checks
+    parts = da.blockwise(
+        functools.partial(_partials, name=name, axes=axes, sums=sums, chunk_xp=chunk_xp),
+        "Z" + index,
+        *(part for a in aligned for part in (a, index)),
+        new_axes={"Z": 1 + (len(arrays) if sums else 0)},
+        adjust_chunks={index[a]: lambda c: 1 for a in axes},
+        dtype=np.float64,
+        meta=chunk_xp.empty((0,) * (len(shape) + 1), dtype=np.float64),
+    )
+    totals = parts.sum(axis=tuple(a + 1 for a in axes), keepdims=True)
+    out = totals[0]
+    if sums:
+        n = math.prod(shape[a] for a in axes)
+        tolerance = max(v.sum_tolerance(a.dtype, n, np) for a in arrays)
+        for i in range(len(arrays)):
+            out = da.where(abs(totals[1 + i] - 1) <= tolerance, out, np.nan)
+    if row.clips(validate):
+        out = da.where(out < 0, 0, out)
+    if not keepdims:
+        out = out.squeeze(axis=axes)
+    return out.astype(np.result_type(*(a.dtype for a in arrays)))
+
+
+def _reduction(name: str) -> Any:
+    @_dispatch.fuses(VALUES, NORMALISED)
+    def reduce(
+        *arrays: Array, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+    ) -> Array:
+        return _reduce(name, arrays, axes, keepdims, validate)
+
+    reduce.__name__ = reduce.__qualname__ = name
+    reduce.__doc__ = f"As :func:`kldiv._agnostic.{name}`, chunk by chunk."
+    return reduce
+
+
+kl_div = _reduction("kl_div")
+entropy = _reduction("entropy")
+cross_entropy = _reduction("cross_entropy")
+js_div = _reduction("js_div")
+hellinger = _reduction("hellinger")
+total_variation = _reduction("total_variation")
+
+
+def kl_div_logits(
+    a: Array, b: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    """As :func:`kldiv._agnostic.kl_div_logits`, chunk by chunk where each row is one chunk's."""
+    # the logit checks give NaN by the arithmetic alone: the chunks run unvalidated
+    return _per_chunk("kl_div_logits", (a, b), axes, keepdims, validate=False)
+
+
+def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
+    """As :func:`kldiv._agnostic.rel_entr`, chunk by chunk."""
+    _, (p, q) = _aligned((p, q))
+    chunk_xp = _chunk_namespace(p)
+    impl = _dispatch.implementation("rel_entr", chunk_xp).func
+    dtype = np.result_type(p.dtype, q.dtype)
+    return da.map_blocks(
+        functools.partial(impl, validate=False, xp=chunk_xp), p, q, dtype=dtype, meta=p._meta
+    )

@@ -1,0 +1,60 @@
+"""Concrete JAX arrays on the CPU through NumPy's fast path, by DLPack.
+
+Eager JAX dispatches each operation of the generic code on its own, tens of them per call;
+a concrete array on the CPU instead goes to :mod:`kldiv._backends.numpy` as a NumPy view of
+its buffer (``np.from_dlpack``, no copy), and the result comes back on the input's device.
+Under ``jax.jit``, ``grad``, ``vmap`` and every other transformation the arrays are tracers:
+those, other devices and dtypes NumPy lacks (bfloat16) are declined (``NotImplemented``),
+and the generic code runs, which XLA compiles and fuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from kldiv import _compat
+from kldiv._backends import numpy as _numpy_path
+from kldiv._dispatch import fuses
+from kldiv._typing import Array, Namespace
+
+_DTYPES = frozenset({np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)})
+
+
+def _on_numpy(arrays: Sequence[Array]) -> list[Array] | None:
+    """NumPy views of the arrays' buffers, or None where the NumPy path cannot take them."""
+    if not all(_compat.values_are_readable(x) for x in arrays):
+        return None
+    devices = {x.device for x in arrays}
+    if len(devices) != 1 or next(iter(devices)).platform != "cpu":
+        return None
+    if not all(np.dtype(x.dtype) in _DTYPES for x in arrays):
+        return None
+    return [np.from_dlpack(x) for x in arrays]
+
+
+def _bridge(name: str) -> Callable[..., Any]:
+    numpy_func = getattr(_numpy_path, name)
+
+    @fuses(*numpy_func.__kldiv_fuses__)
+    def bridged(*arrays: Array, xp: Namespace, **options: Any) -> Array:
+        views = _on_numpy(arrays)
+        if views is None:
+            return NotImplemented
+        out = numpy_func(*views, xp=_numpy_path._generic_np(), **options)
+        return jax.device_put(np.asarray(out), arrays[0].device)
+
+    bridged.__name__ = bridged.__qualname__ = name
+    bridged.__doc__ = f"As :func:`kldiv._agnostic.{name}`, by the NumPy path where it can."
+    return bridged
+
+
+rel_entr = _bridge("rel_entr")
+kl_div = _bridge("kl_div")
+kl_div_logits = _bridge("kl_div_logits")
+entropy = _bridge("entropy")
+cross_entropy = _bridge("cross_entropy")
+js_div = _bridge("js_div")
