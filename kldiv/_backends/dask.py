@@ -26,6 +26,7 @@ import numpy as np
 
 from kldiv import _compat, _dispatch
 from kldiv import _validation as v
+from kldiv._backends._lazy import refused_as_nan
 from kldiv._table import DIVERGENCES, NORMALISED, VALUES
 from kldiv._typing import Array, Namespace
 
@@ -47,48 +48,11 @@ def _aligned(arrays: Sequence[Array]) -> tuple[tuple[int, ...], list[Array]]:
     return shape, list(unified)
 
 
-def _whole_rows(
-    *blocks: Array,
-    name: str,
-    axes: tuple[int, ...],
-    keepdims: bool,
-    validate: bool,
-    chunk_xp: Namespace,
-) -> Array:
-    """``name`` of a block that holds whole distributions, checked as the chunks' fast path
-    checks, with the rows the checks refuse NaN instead of an error."""
-    row = DIVERGENCES[name]
-    impl = _dispatch.implementation(name, chunk_xp)
-    options = {"axes": axes, "keepdims": keepdims, "xp": chunk_xp}
-    shape = tuple(np.broadcast_shapes(*(tuple(b.shape) for b in blocks)))
-    if validate:
-        readable = [True] * len(blocks)
-        try:
-            v.check_values(row, row.checks - impl.fused, blocks, readable, shape, axes, chunk_xp)
-            out = impl.func(*blocks, validate=True, **options)
-            if out is not NotImplemented:
-                return out
-        except ValueError:  # some row is bad: which ones, the lazy forms of the checks say
-            pass
-    out = impl.func(*blocks, validate=False, **options)
-    if out is NotImplemented:
-        out = _dispatch.generic(name).func(*blocks, validate=False, **options)
-    if validate and NORMALISED in row.checks:
-        for b in blocks:
-            bad = v.unnormalised_rows(
-                v.expand_to(b, len(shape), chunk_xp), axes, keepdims, chunk_xp
-            )
-            out = chunk_xp.where(bad, chunk_xp.nan, out)
-    if row.clips(validate):
-        out = chunk_xp.where(out < 0, chunk_xp.zeros_like(out), out)
-    return out
-
-
 def _per_chunk(
     name: str, arrays: Sequence[Array], axes: tuple[int, ...], keepdims: bool, validate: bool
 ) -> Array:
-    """``name`` of each block (:func:`_whole_rows`) where every distribution lies within
-    one chunk; NotImplemented where one does not."""
+    """``name`` of each block (:func:`kldiv._backends._lazy.refused_as_nan`) where every
+    distribution lies within one chunk; NotImplemented where one does not."""
     shape, aligned = _aligned(arrays)
     if any(len(aligned[0].chunks[a]) > 1 for a in axes):
         return NotImplemented
@@ -96,7 +60,7 @@ def _per_chunk(
     index = string.ascii_lowercase[: len(shape)]
     kept = "".join(c for i, c in enumerate(index) if i not in axes or keepdims)
     block = functools.partial(
-        _whole_rows, name=name, axes=axes, keepdims=keepdims, validate=validate, chunk_xp=chunk_xp
+        refused_as_nan, name=name, axes=axes, keepdims=keepdims, validate=validate, xp=chunk_xp
     )
     dtype = np.result_type(*(a.dtype for a in arrays))
     return da.blockwise(
