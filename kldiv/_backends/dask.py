@@ -26,6 +26,7 @@ import numpy as np
 
 from kldiv import _compat, _dispatch
 from kldiv import _validation as v
+from kldiv._backends import numpy as _numpy_path
 from kldiv._backends._lazy import refused_as_nan
 from kldiv._table import DIVERGENCES, NORMALISED, VALUES
 from kldiv._typing import Array, Namespace
@@ -48,6 +49,13 @@ def _aligned(arrays: Sequence[Array]) -> tuple[tuple[int, ...], list[Array]]:
     return shape, list(unified)
 
 
+def _serially(func: Any, *blocks: Array, **options: Any) -> Array:
+    """``func`` of one chunk on the calling thread: Dask's scheduler already runs a chunk per
+    core, and kldiv's own thread pool would only make them queue for each other."""
+    with _numpy_path.on_this_thread():
+        return func(*blocks, **options)
+
+
 def _per_chunk(
     name: str, arrays: Sequence[Array], axes: tuple[int, ...], keepdims: bool, validate: bool
 ) -> Array:
@@ -60,7 +68,13 @@ def _per_chunk(
     index = string.ascii_lowercase[: len(shape)]
     kept = "".join(c for i, c in enumerate(index) if i not in axes or keepdims)
     block = functools.partial(
-        refused_as_nan, name=name, axes=axes, keepdims=keepdims, validate=validate, xp=chunk_xp
+        _serially,
+        refused_as_nan,
+        name=name,
+        axes=axes,
+        keepdims=keepdims,
+        validate=validate,
+        xp=chunk_xp,
     )
     dtype = np.result_type(*(a.dtype for a in arrays))
     return da.blockwise(
@@ -106,7 +120,7 @@ def _reduce(
     index = string.ascii_lowercase[: len(shape)]
     sums = validate and NORMALISED in row.checks
     parts = da.blockwise(
-        functools.partial(_partials, name=name, axes=axes, sums=sums, chunk_xp=chunk_xp),
+        functools.partial(_serially, _partials, name=name, axes=axes, sums=sums, chunk_xp=chunk_xp),
         "Z" + index,
         *(part for a in aligned for part in (a, index)),
         new_axes={"Z": 1 + (len(arrays) if sums else 0)},

@@ -36,6 +36,7 @@ goes to the generic code, which is correct for every layout.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import math
@@ -119,9 +120,24 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def on_this_thread() -> Iterator[None]:
+    """Run the reductions inside on the calling thread alone: for a caller that is itself one
+    of a parallel scheduler's tasks (a Dask chunk), whose cores are already taken."""
+    before = getattr(_local, "serial", False)
+    _local.serial = True
+    try:
+        yield
+    finally:
+        _local.serial = before
+
+
 def _row_ranges(rows: int, n: int) -> list[tuple[int, int]]:
     """Contiguous row ranges, one per worker, or one range when threads would not pay."""
-    workers = min(_workers(), rows)
+    workers = 1 if getattr(_local, "serial", False) else min(_workers(), rows)
     if workers < 2 or rows * n < _options.get_options().parallel_min:
         return [(0, rows)]
     bounds = [rows * i // workers for i in range(workers + 1)]
