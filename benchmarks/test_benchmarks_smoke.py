@@ -101,3 +101,19 @@ def test_accuracy_quick(scripts: tuple[ModuleType, ModuleType], tmp_path: Path) 
         assert len(case["kl_reference"]) == case["rows"], key
         assert isinstance(case["kldiv_negative"], bool)
     assert len(data["targets"]) == 5
+
+
+def test_bench_libraries_quick(tmp_path: Path) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(Path(__file__).resolve().parent))
+        libraries = importlib.import_module("bench_libraries")
+    libraries.main(["--quick", "--out", str(tmp_path)])
+    data = _load(tmp_path / "bench_libraries.json")
+    assert (tmp_path / "bench_libraries.md").read_text().startswith("# kldiv against each")
+    assert set(data["cases"]) == set(libraries.LIMITS)
+    for name, case in data["cases"].items():
+        assert case["results_agree"], name
+        assert len(case["samples_s"]["kldiv"]) == 3
+        assert case["ratio"] > 0
+    assert "floor" in data["cases"]["dask"]["median_s"]
+    assert len(data["targets"]) == len(libraries.LIMITS)
