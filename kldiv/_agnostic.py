@@ -386,14 +386,14 @@ def kl_div_logits(
     Both softmaxes sum to 1 exactly in real arithmetic, so no mass difference is added. A NaN
     or ``+inf`` logit, or a row with no finite one, gives NaN.
     """
-    del validate  # the public layer has checked the values already
     out_dtype, _, (a, b) = _upcast(xp, a, b)
     a, b = xp.broadcast_arrays(a, b)
     d, la, lb = _log_ratios(a, b, axes, xp)
     terms = logit_terms(la, lb, xp, d)
     bad = xp.isnan(a) | xp.isnan(b) | (a == xp.inf) | (b == xp.inf)
     terms = xp.where(bad, xp.full_like(terms, xp.nan), terms)
-    return xp.astype(xp.sum(terms, axis=axes, keepdims=keepdims), out_dtype)
+    kl = xp.sum(terms, axis=axes, keepdims=keepdims)
+    return xp.astype(_clipped("kl_div_logits", kl, validate, xp), out_dtype)
 
 
 def softmax_kl_loss(

@@ -90,7 +90,10 @@ def _finish(
         bad = v.unnormalised_rows(x, axes, keepdims, xp)
         out = xp.where(bad, xp.full_like(out, xp.nan), out)
     if row.finish == "sqrt":
-        out = xp.sqrt(out)
+        # 0 stays 0 with a zero gradient, not the infinite derivative of sqrt at 0 (times a
+        # zero cotangent: NaN); NaN stays NaN
+        positive = out > 0
+        out = xp.where(positive, xp.sqrt(xp.where(positive, out, xp.ones_like(out))), out)
     divisor = v.check_base(base) if row.base else 1.0
     return _as_array(out if divisor == 1.0 else out / divisor)
 

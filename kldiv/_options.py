@@ -43,17 +43,16 @@ def get_options() -> Options:
 
 
 def _checked(changes: dict[str, object]) -> dict[str, object]:
-    threads = changes.get("threads")
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-    ):
-        raise ValueError(f"threads must be None or an int >= 1, got {threads!r}")
     if "compiled" in changes and not isinstance(changes["compiled"], bool):
         raise TypeError(f"compiled must be a bool, got {changes['compiled']!r}")
-    for name, least in (("parallel_min", 0), ("tile", 1)):
+    for name, least in (("threads", 1), ("parallel_min", 0), ("tile", 1)):
         value = changes.get(name, least)
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+        if value is None and name == "threads":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+        if value < least:
+            raise ValueError(f"{name} must be >= {least}, got {value!r}")
     return changes
 
 
@@ -127,4 +126,5 @@ def options(**changes: object) -> Iterator[Options]:
     try:
         yield get_options()
     finally:
-        set_options(**vars(previous))
+        # only what this block changed: another thread's block may have changed the rest
+        set_options(**{name: getattr(previous, name) for name in changes})

@@ -60,7 +60,8 @@ DIVERGENCES: dict[str, Divergence] = {
         Divergence("rel_entr", ("p", "q"), reduces=False, base=False),
         # KL >= 0 holds for distributions; a measure of another mass may go below 0
         Divergence("kl_div", ("p", "q"), clip="validated"),
-        Divergence("kl_div_logits", ("a", "b"), logits=True),
+        # each term is clipped at 0 itself, and so is the sum, for any input
+        Divergence("kl_div_logits", ("a", "b"), logits=True, clip="always"),
         Divergence("entropy", ("p",)),
         Divergence("cross_entropy", ("p", "q")),
         Divergence("js_div", ("p", "q"), clip="always"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import kldiv
 from kldiv import _dispatch
 from kldiv._table import DIVERGENCES
 from tests._references import call, inputs, reference
@@ -30,6 +31,24 @@ def test_the_bridge_takes_every_function_of_the_numpy_path():
     xp = array_api_compat.array_namespace(jnp.zeros(1))
     for name in BRIDGED:
         assert _dispatch.implementation(name, xp).func is getattr(bridge, name)
+
+
+@pytest.mark.parametrize("name", BRIDGED)
+def test_concrete_arrays_reach_the_numpy_path(name, monkeypatch):
+    from kldiv._backends import numpy as numpy_path
+
+    calls = []
+    original = getattr(numpy_path, name)
+
+    def counted(*args, **kwargs):
+        calls.append(type(args[0]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(numpy_path, name, counted)
+    p, q = (jnp.asarray(x, dtype=jnp.float32) for x in inputs(name, (70, 40)))
+    with kldiv.options(parallel_min=0):
+        call(name, p, q)
+    assert calls == [np.ndarray]
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])

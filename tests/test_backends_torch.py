@@ -53,6 +53,25 @@ def test_values_on_every_dtype(name, dtype):
 
 
 @pytest.mark.parametrize("name", BRIDGED)
+def test_cpu_tensors_reach_the_numpy_path(name, monkeypatch):
+    from kldiv._backends import numpy as numpy_path
+
+    calls = []
+    original = getattr(numpy_path, name)
+
+    def counted(*args, **kwargs):
+        calls.append(type(args[0]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(numpy_path, name, counted)
+    p, q = tensors(name, (70, 40), "float32")  # 2800 elements: above the short path's reach
+    with kldiv.options(parallel_min=0):
+        call(name, p, q)
+        call(name, p.requires_grad_(), q)
+    assert calls == [np.ndarray, np.ndarray]
+
+
+@pytest.mark.parametrize("name", BRIDGED)
 def test_strided_broadcast_and_tuple_axes(name):
     p, q = tensors(name, (6, 40), "float64")
     p = p.T.contiguous().T  # column-major: rows are not contiguous
@@ -70,9 +89,10 @@ def test_strided_broadcast_and_tuple_axes(name):
         np.testing.assert_allclose(as_numpy(got).ravel(), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", BRIDGED)
-def test_the_inputs_are_read_in_place_and_never_changed(name):
-    p, q = tensors(name, (8, 16), "float32")
+def test_the_inputs_are_read_in_place_and_never_changed(name, dtype):
+    p, q = tensors(name, (8, 16), dtype)
     before = [x.clone() for x in (p, q)]
     out = call(name, p, q)
     for x, y in zip((p, q), before, strict=True):
@@ -189,3 +209,17 @@ def test_cuda_tensors_run_the_cupy_kernels(name):
     pg, qg = (x.double().requires_grad_() for x in (p, q))
     arity = len(DIVERGENCES[name].inputs)
     assert torch.autograd.gradcheck(lambda *a: call(name, *a, validate=False), (pg, qg)[:arity])
+
+
+def test_an_infinite_kl_of_logits_has_a_finite_gradient():
+    """b = -inf where softmax(a) > 0: KL = inf, and its gradient 0 (the generic code's), never
+    the NaN of inf - inf."""
+    a = torch.tensor([[0.0, 1.0, 2.0], [0.5, 0.1, 0.2]], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([[0.0, -torch.inf, 1.0], [0.1, 0.2, 0.3]], dtype=torch.float64)
+    b.requires_grad_()
+    out = kldiv.kl_div_logits(a, b)
+    assert torch.isinf(out[0])
+    out.sum().backward()
+    assert not torch.isnan(a.grad).any()
+    assert not torch.isnan(b.grad).any()
+    torch.testing.assert_close(a.grad[0], torch.zeros(3, dtype=torch.float64))

@@ -84,13 +84,16 @@ def test_axis_keepdims_and_one_q_against_a_batch(xp, name, axis, kept):
 
 
 @pytest.mark.parametrize("name", PROBABILITY_REDUCTIONS)
-@pytest.mark.parametrize("bad", ["negative", "nan", "unnormalised"])
+@pytest.mark.parametrize("bad", ["negative", "negative, sum 1", "nan", "unnormalised"])
 def test_bad_distributions_raise_naming_the_argument_or_give_nan(xp, name, bad):
     p_np, q_np = inputs(name, (3, 4), seed=5)
     arity = len(DIVERGENCES[name].inputs)
     target = arity - 1  # the last argument, so that the first is seen to pass
     arrays = [p_np.copy(), q_np.copy()]
     if bad == "negative":
+        arrays[target][1, 1] = -arrays[target][1, 1]
+    elif bad == "negative, sum 1":  # the row still sums to 1: only the sign check sees it
+        arrays[target][1, 0] += 2 * arrays[target][1, 1]
         arrays[target][1, 1] = -arrays[target][1, 1]
     elif bad == "nan":
         arrays[target][1, 1] = np.nan
@@ -111,13 +114,24 @@ def test_bad_distributions_raise_naming_the_argument_or_give_nan(xp, name, bad):
         assert np.isnan(unchecked[1]), unchecked
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if DIVERGENCES[n].finish == "sqrt"])
+def test_a_square_root_at_zero_has_a_zero_gradient(name):
+    torch = pytest.importorskip("torch")
+    p = torch.tensor([[0.2, 0.3, 0.5]], dtype=torch.float64, requires_grad=True)
+    out = call(name, p, p.detach().clone())
+    assert float(out.detach()[0]) == 0.0
+    out.sum().backward()
+    torch.testing.assert_close(p.grad, torch.zeros_like(p))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", NAMES)
-def test_the_inputs_are_not_changed(xp, name):
-    p_np, q_np = inputs(name, (3, 4), seed=6)
-    p, q = asarray(xp, p_np, "float32"), asarray(xp, q_np, "float32")
+def test_the_inputs_are_not_changed(xp, name, dtype):
+    p_np, q_np = (x.astype(dtype) for x in inputs(name, (3, 4), seed=6))
+    p, q = asarray(xp, p_np, dtype), asarray(xp, q_np, dtype)
     call(name, p, q)
-    np.testing.assert_array_equal(to_numpy(p), p_np.astype("float32"))
-    np.testing.assert_array_equal(to_numpy(q), q_np.astype("float32"))
+    np.testing.assert_array_equal(to_numpy(p), p_np)
+    np.testing.assert_array_equal(to_numpy(q), q_np)
 
 
 # hellinger and total_variation, the table's latest rows

@@ -18,7 +18,7 @@ def refused_as_nan(
     validate: bool,
     xp: Namespace,
 ) -> Array:
-    """``name`` of concrete ``arrays`` of namespace ``xp``, by its fast path, checked as
+    """``name`` of concrete ``blocks`` of namespace ``xp``, by its fast path, checked as
     ``validate`` says, with the rows the checks refuse NaN instead of an error: for code that
     runs where nothing may raise (a Dask chunk, a JAX callback)."""
     row = DIVERGENCES[name]

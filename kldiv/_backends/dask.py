@@ -132,8 +132,8 @@ def _reduce(
     out = totals[0]
     if sums:
         n = math.prod(shape[a] for a in axes)
-        tolerance = max(v.sum_tolerance(a.dtype, n, np) for a in arrays)
-        for i in range(len(arrays)):
+        for i, x in enumerate(arrays):  # each against its own dtype's tolerance
+            tolerance = v.sum_tolerance(x.dtype, n, np)
             out = da.where(abs(totals[1 + i] - 1) <= tolerance, out, np.nan)
     if row.clips(validate):
         out = da.where(out < 0, 0, out)
@@ -177,5 +177,9 @@ def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
     impl = _dispatch.implementation("rel_entr", chunk_xp).func
     dtype = np.result_type(p.dtype, q.dtype)
     return da.map_blocks(
-        functools.partial(impl, validate=False, xp=chunk_xp), p, q, dtype=dtype, meta=p._meta
+        functools.partial(_serially, impl, validate=False, xp=chunk_xp),
+        p,
+        q,
+        dtype=dtype,
+        meta=p._meta,
     )

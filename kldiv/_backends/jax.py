@@ -44,7 +44,7 @@ def _bridge(name: str) -> Callable[..., Any]:
         views = _on_numpy(arrays)
         if views is None:
             return NotImplemented
-        out = numpy_func(*views, xp=_numpy_path._generic_np(), **options)
+        out = getattr(_numpy_path, name)(*views, xp=_numpy_path._generic_np(), **options)
         return jax.device_put(np.asarray(out), arrays[0].device)
 
     bridged.__name__ = bridged.__qualname__ = name

@@ -168,8 +168,9 @@ class _Ops:
 
 
 # Each term's derivatives, times the cotangent ``grad`` (broadcast to the inputs), for the
-# inputs in ``needs``: 0 where a term is infinite (q == 0 < p), as the generic code's masks
-# make it, and the documented finite values where a derivative alone is infinite (p == 0).
+# inputs in ``needs``: the documented finite values where a derivative alone is infinite
+# (p == 0), and 0 where the term itself is infinite (q == 0 < p; docs/index.md leaves the
+# gradient of an infinite value to the library, and the generic code's is no better).
 Needs = Sequence[bool]
 
 
@@ -228,11 +229,16 @@ def _kl_div_logits_backward(
     la, lb = _log_softmax(a.to(out.dtype), axes), _log_softmax(b.to(out.dtype), axes)
     p = torch.exp(la)
     kl = _unreduced(out, [a], axes, options["keepdims"])
+    # an infinite KL (q == 0 < p somewhere in the row) has no gradient to give: 0, as the
+    # generic code gives, rather than the NaN of inf - inf
+    finite = torch.isfinite(kl)
     da = None
     if needs[0]:
-        d = la - torch.where(p > 0, lb, torch.zeros_like(lb))
-        da = _where(p > 0, grad * p * (torch.where(p > 0, d, torch.zeros_like(d)) - kl))
-    db = grad * (torch.exp(lb) - p) if needs[1] else None
+        live = (p > 0) & finite
+        d = la - torch.where(live, lb, torch.zeros_like(lb))
+        safe_kl = torch.where(finite, kl, torch.zeros_like(kl))
+        da = _where(live, grad * p * (torch.where(live, d, torch.zeros_like(d)) - safe_kl))
+    db = _where(finite, grad * (torch.exp(lb) - p)) if needs[1] else None
     return [da, db]
 
 

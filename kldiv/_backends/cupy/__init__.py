@@ -2,7 +2,7 @@
 
 Each function has the signature of its twin in :mod:`kldiv._agnostic` and the semantics of
 the NumPy path, :mod:`kldiv._backends.numpy`. The arrays arrive checked by the public layer,
-which also keeps the value checks (this backend sets no ``CHECKS_VALUES``). Each function
+which also runs the value checks (these functions fuse none: no ``@fuses``). Each function
 makes its input's device current and hands over to that device's
 :class:`~kldiv._backends.cupy._launcher.Launcher`, which holds the arithmetic choices (which
 kernel, which results are clipped at 0) and is the code the tests run on the CPU simulator.

@@ -22,6 +22,7 @@ import numpy as np
 
 from kldiv import _layout
 from kldiv._backends.cupy import _sources
+from kldiv._table import DIVERGENCES
 from kldiv._typing import Array, Namespace
 
 WARP_SIZE = 32
@@ -168,31 +169,49 @@ class Launcher:
     ) -> Array:
         """As :func:`kldiv._agnostic.kl_div`: with ``validate``, a result below 0 (only the
         rounding of the inputs' sums makes one) is 0."""
-        return self._reduce("kl_div", (p, q), axes, keepdims, clip=validate)
+        return self._reduce(
+            "kl_div", (p, q), axes, keepdims, clip=DIVERGENCES["kl_div"].clips(validate)
+        )
 
     def kl_div_logits(
         self, a: Array, b: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool
     ) -> Array:
         """As :func:`kldiv._agnostic.kl_div_logits`, one pass with an online log-sum-exp; a
         result below 0 is a rounding and is 0, as on the NumPy path."""
-        return self._reduce("kl_div_logits", (a, b), axes, keepdims, clip=True)
+        return self._reduce(
+            "kl_div_logits",
+            (a, b),
+            axes,
+            keepdims,
+            clip=DIVERGENCES["kl_div_logits"].clips(validate),
+        )
 
     def entropy(self, p: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool) -> Array:
         """As :func:`kldiv._agnostic.entropy`."""
-        return self._reduce("entropy", (p,), axes, keepdims, clip=False)
+        return self._reduce(
+            "entropy", (p,), axes, keepdims, clip=DIVERGENCES["entropy"].clips(validate)
+        )
 
     def cross_entropy(
         self, p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool
     ) -> Array:
         """As :func:`kldiv._agnostic.cross_entropy`."""
-        return self._reduce("cross_entropy", (p, q), axes, keepdims, clip=False)
+        return self._reduce(
+            "cross_entropy",
+            (p, q),
+            axes,
+            keepdims,
+            clip=DIVERGENCES["cross_entropy"].clips(validate),
+        )
 
     def js_div(
         self, p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool
     ) -> Array:
         """As :func:`kldiv._agnostic.js_div`. JS is never below 0, so a result below 0 is a
         rounding and is 0, validated or not (as on the NumPy path)."""
-        return self._reduce("js_div", (p, q), axes, keepdims, clip=True)
+        return self._reduce(
+            "js_div", (p, q), axes, keepdims, clip=DIVERGENCES["js_div"].clips(validate)
+        )
 
     def softmax_kl_loss(
         self, pred: Array, target: Array, *, norm_target: bool

@@ -19,8 +19,8 @@ The arithmetic follows :mod:`kldiv._agnostic` in substance, in fewer passes:
   zero convention applied, then, if still not finite, by the exact generic code.
 - Validation is fused: a negative or NaN entry makes its row NaN (a logarithm of a negative
   argument), the minimum of the one array whose negatives could slip through is taken, and
-  the row sums on the way. Only when they show a problem does the public layer's check run,
-  to say exactly what and where.
+  the row sums on the way. Only when they show a problem do the checks of
+  :mod:`kldiv._validation` run (:func:`_check`), to say exactly what and where.
 
 Where a C compiler built :mod:`._native` (``setup.py``), ``kl_div`` of float32 or
 float64 and ``kl_div_logits`` of float32 run its compiled row kernels instead, one call per
@@ -110,12 +110,12 @@ def _workers() -> int:
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
-    """The pool, made anew when the thread count setting has changed."""
+    """A pool of at least ``workers`` threads, made anew when the thread count setting has
+    grown. The old pool is not shut down: another thread's call may be about to hand it
+    work; its threads end when nothing holds it any more."""
     global _pool
     with _pool_lock:
-        if _pool is None or _pool._max_workers != workers:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
+        if _pool is None or _pool._max_workers < workers:
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kldiv")
         return _pool
 
@@ -149,7 +149,7 @@ def _run(job: Callable[[int, int], R], rows: int, n: int) -> list[R]:
     ranges = _row_ranges(rows, n)
     if len(ranges) == 1:
         return [job(*ranges[0])]
-    pool = _executor(_workers())
+    pool = _executor(len(ranges))
     futures = [pool.submit(job, start, stop) for start, stop in ranges]
     return [f.result() for f in futures]
 
@@ -196,8 +196,9 @@ class _Scratch:
 
     def tile(self, index: int, m: int, w: int) -> Array:
         flat = self._flat.get(index)
-        if flat is None:
-            flat = self._flat[index] = np.empty(_tile())
+        # sized by the tile at hand, not by the setting, which another thread may change
+        if flat is None or flat.size < m * w:
+            flat = self._flat[index] = np.empty(max(_tile(), m * w))
         return flat[: m * w].reshape(m, w)
 
 
@@ -781,7 +782,7 @@ def _logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
                 again = np.flatnonzero(redo)
                 if again.size:
                     sums[again] = _generic_rows(_agnostic.kl_div_logits, at[again], bt[again])
-                out[r] = np.where(sums < 0, 0.0, sums)
+                out[r] = np.where(sums < 0, 0.0, sums)  # the table's rule: always
         return flagged
 
     return any(_run(job, rows, n))
