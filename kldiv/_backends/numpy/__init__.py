@@ -726,8 +726,9 @@ def _logit_terms_rows(log_p: Array, log_q: Array, q: Array, work: Array) -> Arra
 def kl_div_logits(
     a: Array, b: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
 ) -> Array:
-    """As :func:`kldiv._agnostic.kl_div_logits`, fused for rows of at most one tile:
-    compiled for float32 (:mod:`._native`) where it is built, else in NumPy tiles."""
+    """As :func:`kldiv._agnostic.kl_div_logits`, fused: rows of at most one tile compiled for
+    float32 (:mod:`._native`) where it is built, else in NumPy tiles; longer rows streamed
+    through the tiles (:func:`_long_logit_rows`)."""
     shape = v.broadcast_shape(("a", "b"), [tuple(a.shape), tuple(b.shape)])
     views = _all_as_rows((a, b), shape, axes)
     n = math.prod(shape[i] for i in axes)
@@ -738,14 +739,14 @@ def kl_div_logits(
                 v.check_logits(name, v.expand_to(x, len(shape), _generic_np()), axes, _generic_np())
         return _agnostic.kl_div_logits(a, b, axes=axes, keepdims=keepdims, validate=validate, xp=xp)
 
-    # A row longer than a tile would need its log-sum-exp before its terms: two passes over
-    # memory. Such rows are rare for logits (class counts), and the generic code is exact.
-    if views is None or not 0 < n <= _tile():
+    if views is None or n == 0:
         return generic()
     a_rows, b_rows = views
     out = np.empty(a_rows.shape[0], dtype=np.result_type(a, b))
     compiled = _kernels() is not None and a.dtype == b.dtype == np.float32
-    if compiled and all(_rows_contiguous(x) for x in views):
+    if n > _tile():  # vocabulary-sized rows: streamed, in two passes
+        flagged = _long_logit_rows(a_rows, b_rows, out)
+    elif compiled and all(_rows_contiguous(x) for x in views):
         flagged = _native_logit_rows(a_rows, b_rows, out)
     else:
         flagged = _logit_rows(a_rows, b_rows, out)
@@ -783,6 +784,75 @@ def _logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
                 if again.size:
                     sums[again] = _generic_rows(_agnostic.kl_div_logits, at[again], bt[again])
                 out[r] = np.where(sums < 0, 0.0, sums)  # the table's rule: always
+        return flagged
+
+    return any(_run(job, rows, n))
+
+
+def _log_sum_exp_streamed(x: Array, r: int, scratch: _Scratch) -> float:
+    """``log(sum(exp(x[r])))`` over column tiles, with an online maximum: the running sum is
+    rescaled by ``exp(old - new)`` when a tile raises the maximum. NaN for a row holding NaN
+    or ``+inf``, ``-inf`` for a row with no finite entry."""
+    peak, total = -math.inf, 0.0
+    for c in _blocks(0, x.shape[1], _tile()):
+        t = _load(x, slice(r, r + 1), c, scratch, 0)
+        top = float(t.max())
+        if not top < math.inf:  # NaN or +inf
+            return math.nan
+        new = max(peak, top)
+        if new == -math.inf:
+            continue
+        e = scratch.tile(1, *t.shape)
+        np.subtract(t, new, out=e)
+        np.exp(e, out=e)
+        total = total * math.exp(peak - new) + float(e.sum())
+        peak = new
+    return peak + math.log(total) if total > 0 else peak
+
+
+def _long_logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
+    """Write ``out[r] = KL(softmax(a_rows[r]) || softmax(b_rows[r]))`` for rows longer than a
+    tile, with scratch of a few tiles whatever the row: each row's two log-sum-exps first
+    (:func:`_log_sum_exp_streamed`), then its terms, tile by tile, in the non-negative form
+    of :func:`_logit_terms_rows`. True when a row holds NaN or ``+inf``, or no finite logit.
+
+    A tile the fast form cannot take (``-inf`` logits: a zero probability; an overflow) has
+    its terms taken by the generic code's, tile alone; float64 rows whose KL comes out below
+    :data:`_LOGITS_EXACT_BELOW` are redone by the generic code whole, as in :func:`_logit_rows`.
+    """
+    rows, n = a_rows.shape
+    precise = out.dtype == np.float64
+
+    def job(start: int, stop: int) -> bool:
+        scratch = _Scratch()
+        flagged = False
+        gx = _generic_np()
+        with np.errstate(all="ignore"):
+            for r in range(start, stop):
+                lse_a = _log_sum_exp_streamed(a_rows, r, scratch)
+                lse_b = _log_sum_exp_streamed(b_rows, r, scratch)
+                if not (math.isfinite(lse_a) and math.isfinite(lse_b)):
+                    flagged = True
+                    out[r] = math.nan
+                    continue
+                total = 0.0
+                for c in _blocks(0, n, _tile()):
+                    at = _load(a_rows, slice(r, r + 1), c, scratch, 0)
+                    bt = _load(b_rows, slice(r, r + 1), c, scratch, 1)
+                    la, lb, q, work = (scratch.tile(i, *at.shape) for i in range(2, 6))
+                    np.subtract(at, lse_a, out=la)
+                    np.subtract(bt, lse_b, out=lb)
+                    np.exp(lb, out=q)
+                    part = float(_logit_terms_rows(la, lb, q, work)[0])
+                    if not math.isfinite(part):
+                        la_exact = at - lse_a
+                        lb_exact = bt - lse_b
+                        part = float(np.sum(_agnostic.logit_terms(la_exact, lb_exact, gx)))
+                    total += part
+                if precise and total < _LOGITS_EXACT_BELOW:
+                    a_row, b_row = a_rows[r : r + 1], b_rows[r : r + 1]
+                    total = float(_generic_rows(_agnostic.kl_div_logits, a_row, b_row)[0])
+                out[r] = max(total, 0.0)
         return flagged
 
     return any(_run(job, rows, n))
