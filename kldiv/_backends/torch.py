@@ -103,7 +103,7 @@ class _Differentiable(torch.autograd.Function):
         out, *arrays = ctx.saved_tensors
         options = ctx.options
         if "axes" in options:
-            grad = _unreduced(grad, arrays, options["axes"], options["keepdims"])
+            grad = _unreduced(grad, options["axes"], options["keepdims"])
         shape = torch.broadcast_shapes(*(x.shape for x in arrays))  # type: ignore[no-untyped-call]
         needs = ctx.needs_input_grad[3:]
         # a backward that is itself differentiated runs under grad mode (create_graph=True)
@@ -118,9 +118,7 @@ class _Differentiable(torch.autograd.Function):
         )
 
 
-def _unreduced(
-    grad: Array, arrays: Sequence[Array], axes: tuple[int, ...], keepdims: bool
-) -> Array:
+def _unreduced(grad: Array, axes: tuple[int, ...], keepdims: bool) -> Array:
     """``grad`` of a reduction over ``axes`` with those axes back as size 1."""
     if not keepdims:
         for axis in sorted(axes):
@@ -183,7 +181,7 @@ def _kl_div_backward(
         axes, keepdims = options["axes"], options["keepdims"]
         xp = _compat.array_namespace(p)
         raw = _agnostic.kl_div(p, q, axes=axes, keepdims=keepdims, validate=False, xp=xp)
-        grad = _where(_unreduced(raw, [p], axes, keepdims) >= 0, grad)
+        grad = _where(_unreduced(raw, axes, keepdims) >= 0, grad)
     return _rel_entr_backward(grad, out, p, q, needs=needs, ops=ops)
 
 
@@ -228,7 +226,7 @@ def _kl_div_logits_backward(
     axes = options["axes"]
     la, lb = _log_softmax(a.to(out.dtype), axes), _log_softmax(b.to(out.dtype), axes)
     p = torch.exp(la)
-    kl = _unreduced(out, [a], axes, options["keepdims"])
+    kl = _unreduced(out, axes, options["keepdims"])
     # an infinite KL (q == 0 < p somewhere in the row) has no gradient to give: 0, as the
     # generic code gives, rather than the NaN of inf - inf
     finite = torch.isfinite(kl)
