@@ -51,14 +51,14 @@ def _call(
         v.check_not_empty(name, shape, axes)
     readable = [_compat.values_are_readable(x) for x in checked] if validate else []
     if validate:
-        v.check_values(row, row.checks - impl.fused, checked, readable, shape, axes, xp)
+        v.check_values(row.inputs, row.checks - impl.fused, checked, shape, axes, xp, readable)
     options = {"axes": axes, "keepdims": keepdims} if row.reduces else {}
     out = impl.func(*checked, validate=validate, xp=xp, **options)
     fused = impl.fused
     if out is NotImplemented:  # declined by the fast path: the generic code, fully checked
         fused = frozenset()
         if validate:
-            v.check_values(row, impl.fused & row.checks, checked, readable, shape, axes, xp)
+            v.check_values(row.inputs, impl.fused & row.checks, checked, shape, axes, xp, readable)
         out = _dispatch.generic(name).func(*checked, validate=validate, xp=xp, **options)
     unread: list[Array] = []
     if validate and axes and NORMALISED in row.checks - fused:

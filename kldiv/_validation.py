@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.exceptions import AxisError
 
 from kldiv import _compat, _dtypes
-from kldiv._table import LOGITS, NORMALISED, VALUES, Divergence
+from kldiv._table import LOGITS, NORMALISED, VALUES
 from kldiv._typing import Array, Namespace
 
 
@@ -359,19 +359,19 @@ def check_base(base: float | None) -> float:
 
 
 def check_values(
-    row: Divergence,
-    checks: frozenset[str],
+    inputs: Sequence[str],
+    checks: Collection[str],
     arrays: Sequence[Array],
-    readable: Sequence[bool],
     shape: tuple[int, ...],
     axes: tuple[int, ...],
     xp: Namespace,
+    readable: Sequence[bool] | None = None,
 ) -> None:
-    """The value ``checks`` (names of :mod:`kldiv._table`) of ``row``'s function on every
-    array whose values can be read, in the order of the inputs, so that the first bad
-    argument is the one named."""
-    for arg, x, ok in zip(row.inputs, arrays, readable, strict=True):
-        if not ok:
+    """The value ``checks`` (names of :mod:`kldiv._table`) on the ``arrays`` called
+    ``inputs``, broadcast to ``shape``, in the order of the inputs, so that the first bad
+    argument is the one named; arrays ``readable`` says are not (default: all are)."""
+    for i, (arg, x) in enumerate(zip(inputs, arrays, strict=True)):
+        if readable is not None and not readable[i]:
             continue
         if LOGITS in checks:
             check_logits(arg, expand_to(x, len(shape), xp), axes, xp)

@@ -26,9 +26,8 @@ def refused_as_nan(
     options = {"axes": axes, "keepdims": keepdims, "xp": xp}
     shape = tuple(np.broadcast_shapes(*(tuple(b.shape) for b in blocks)))
     if validate:
-        readable = [True] * len(blocks)
         try:
-            v.check_values(row, row.checks - impl.fused, blocks, readable, shape, axes, xp)
+            v.check_values(row.inputs, row.checks - impl.fused, blocks, shape, axes, xp)
             out = impl.func(*blocks, validate=True, **options)
             if out is not NotImplemented:
                 return out

@@ -75,8 +75,7 @@ def _check(name: str, arrays: Sequence[Array], options: dict[str, Any]) -> None:
     xp = _compat.array_namespace(*arrays)
     shape = v.broadcast_shape(row.inputs, [tuple(x.shape) for x in arrays])
     checks = row.checks & _FUSED[name]
-    readable = [True] * len(arrays)
-    v.check_values(row, checks, arrays, readable, shape, options.get("axes", ()), xp)
+    v.check_values(row.inputs, checks, arrays, shape, options.get("axes", ()), xp)
 
 
 def _bridged(name: str, arrays: Sequence[Array], options: dict[str, Any]) -> Array:

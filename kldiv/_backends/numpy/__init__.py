@@ -460,11 +460,7 @@ def _check(
     right at the tolerance may pass here, summed in another order; then nothing is raised
     and the computed result stands.
     """
-    xp = _generic_np()
-    for name, x in zip(names, arrays, strict=True):
-        v.check_probabilities(name, x, xp)
-        if axes:
-            v.check_normalised(name, v.expand_to(x, len(shape), xp), axes, xp)
+    v.check_values(names, (VALUES, NORMALISED), arrays, shape, axes, _generic_np())
 
 
 @fuses(VALUES, NORMALISED)
