@@ -8,12 +8,12 @@ dtype and device.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
 
 from kldiv import _compat, _dispatch
 from kldiv import _validation as v
-from kldiv._backends.numpy import _short
 from kldiv._table import DIVERGENCES, NORMALISED, Divergence
 from kldiv._typing import Array, Axis, Namespace
 
@@ -37,8 +37,7 @@ def _call(
     instead, bad entries by the arithmetic itself, rows off 1 by :func:`_finish`.
     """
     row = DIVERGENCES[name]
-    if row.base:
-        v.check_base(base)
+    divisor = v.check_base(base) if row.base else 1.0
     xp, checked = v.namespace(row.inputs, arrays)
     impl = _dispatch.implementation(name, xp)
     for arg, x in zip(row.inputs, checked, strict=True):
@@ -68,7 +67,7 @@ def _call(
             for x, ok in zip(checked, readable, strict=True)
             if not ok
         ]
-    return _finish(out, row, unread, axes, keepdims, base, xp)
+    return _finish(out, row, unread, axes, keepdims, divisor, xp)
 
 
 def _finish(
@@ -77,11 +76,11 @@ def _finish(
     unread: Sequence[Array],
     axes: tuple[int, ...],
     keepdims: bool,
-    base: float | None,
+    divisor: float,
     xp: Namespace,
 ) -> Array:
-    """``out`` NaN where an unread distribution is off 1, then ``row.finish``, then in
-    ``base`` units, as an array.
+    """``out`` NaN where an unread distribution is off 1, then ``row.finish``, then divided
+    by ``divisor`` (``log(base)``, from :func:`kldiv._validation.check_base`), as an array.
 
     The row sums join the lazy computation (one more reduction in Dask's graph or XLA's),
     so nothing is computed before the caller asks for the result.
@@ -94,8 +93,21 @@ def _finish(
         # zero cotangent: NaN); NaN stays NaN
         positive = out > 0
         out = xp.where(positive, xp.sqrt(xp.where(positive, out, xp.ones_like(out))), out)
-    divisor = v.check_base(base) if row.base else 1.0
     return _as_array(out if divisor == 1.0 else out / divisor)
+
+
+_short: ModuleType | None = None
+
+
+def _short_path() -> ModuleType:
+    """:mod:`kldiv._backends.numpy._short`, imported on the first ``kl_div`` call, so that
+    ``import kldiv`` loads no fast path (and no compiled module) until one is needed."""
+    global _short
+    if _short is None:
+        from kldiv._backends.numpy import _short as module
+
+        _short = module
+    return _short
 
 
 def _as_array(x: Array) -> Array:
@@ -217,7 +229,7 @@ def kl_div(
     >>> kldiv.kl_div(np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5]), base=2)
     array(1.)
     """
-    short = _short.kl_div(p, q, axis, keepdims, base, validate)
+    short = _short_path().kl_div(p, q, axis, keepdims, base, validate)
     if short is not None:
         return short
     return _call("kl_div", (p, q), axis=axis, keepdims=keepdims, base=base, validate=validate)
