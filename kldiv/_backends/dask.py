@@ -26,6 +26,7 @@ import numpy as np
 
 from kldiv import _compat, _dispatch
 from kldiv import _validation as v
+from kldiv._backends import forwarding
 from kldiv._backends import numpy as _numpy_path
 from kldiv._backends._lazy import refused_as_nan
 from kldiv._table import DIVERGENCES, NORMALISED, VALUES
@@ -57,11 +58,16 @@ def _serially(func: Any, *blocks: Array, **options: Any) -> Array:
 
 
 def _per_chunk(
-    name: str, arrays: Sequence[Array], axes: tuple[int, ...], keepdims: bool, validate: bool
+    name: str,
+    aligned: Sequence[Array],
+    shape: tuple[int, ...],
+    axes: tuple[int, ...],
+    keepdims: bool,
+    validate: bool,
 ) -> Array:
     """``name`` of each block (:func:`kldiv._backends._lazy.refused_as_nan`) where every
-    distribution lies within one chunk; NotImplemented where one does not."""
-    shape, aligned = _aligned(arrays)
+    distribution lies within one chunk; NotImplemented where one does not. The arrays come
+    from :func:`_aligned`, broadcast to ``shape``."""
     if any(len(aligned[0].chunks[a]) > 1 for a in axes):
         return NotImplemented
     chunk_xp = _chunk_namespace(aligned[0])
@@ -76,7 +82,7 @@ def _per_chunk(
         validate=validate,
         xp=chunk_xp,
     )
-    dtype = np.result_type(*(a.dtype for a in arrays))
+    dtype = np.result_type(*(a.dtype for a in aligned))
     return da.blockwise(
         block,
         kept,
@@ -106,16 +112,15 @@ def _partials(
     return chunk_xp.stack([chunk_xp.broadcast_to(x, pieces[0].shape) for x in pieces])
 
 
-def _reduce(
-    name: str, arrays: Sequence[Array], axes: tuple[int, ...], keepdims: bool, validate: bool
-) -> Array:
+def _reduce(name: str, arrays: Sequence[Array], options: dict[str, Any]) -> Array:
     """``name`` chunk by chunk: per chunk where each distribution lies in one chunk, else
     as partial results (and row sums) summed over the chunks the distributions span."""
-    whole = _per_chunk(name, arrays, axes, keepdims, validate)
+    axes, keepdims, validate = options["axes"], options["keepdims"], options["validate"]
+    shape, aligned = _aligned(arrays)
+    whole = _per_chunk(name, aligned, shape, axes, keepdims, validate)
     if whole is not NotImplemented:
         return whole
     row = DIVERGENCES[name]
-    shape, aligned = _aligned(arrays)
     chunk_xp = _chunk_namespace(aligned[0])
     index = string.ascii_lowercase[: len(shape)]
     sums = validate and NORMALISED in row.checks
@@ -142,39 +147,27 @@ def _reduce(
     return out.astype(np.result_type(*(a.dtype for a in arrays)))
 
 
-def _reduction(name: str) -> Any:
-    @_dispatch.fuses(VALUES, NORMALISED)
-    def reduce(
-        *arrays: Array, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-    ) -> Array:
-        return _reduce(name, arrays, axes, keepdims, validate)
-
-    reduce.__name__ = reduce.__qualname__ = name
-    reduce.__doc__ = f"As :func:`kldiv._agnostic.{name}`, chunk by chunk."
-    return reduce
+_FUSES = (VALUES, NORMALISED)
+kl_div = forwarding("kl_div", _FUSES, _reduce)
+entropy = forwarding("entropy", _FUSES, _reduce)
+cross_entropy = forwarding("cross_entropy", _FUSES, _reduce)
+js_div = forwarding("js_div", _FUSES, _reduce)
+hellinger = forwarding("hellinger", _FUSES, _reduce)
+total_variation = forwarding("total_variation", _FUSES, _reduce)
 
 
-kl_div = _reduction("kl_div")
-entropy = _reduction("entropy")
-cross_entropy = _reduction("cross_entropy")
-js_div = _reduction("js_div")
-hellinger = _reduction("hellinger")
-total_variation = _reduction("total_variation")
+def _logits(name: str, arrays: Sequence[Array], options: dict[str, Any]) -> Array:
+    """``kl_div_logits`` chunk by chunk where each row is one chunk's. The logit checks give
+    NaN by the arithmetic alone: the chunks run unvalidated."""
+    shape, aligned = _aligned(arrays)
+    return _per_chunk(name, aligned, shape, options["axes"], options["keepdims"], False)
 
 
-def kl_div_logits(
-    a: Array, b: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-) -> Array:
-    """As :func:`kldiv._agnostic.kl_div_logits`, chunk by chunk where each row is one chunk's."""
-    # the logit checks give NaN by the arithmetic alone: the chunks run unvalidated
-    return _per_chunk("kl_div_logits", (a, b), axes, keepdims, validate=False)
-
-
-def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
-    """As :func:`kldiv._agnostic.rel_entr`, chunk by chunk."""
-    _, (p, q) = _aligned((p, q))
+def _elementwise(name: str, arrays: Sequence[Array], options: dict[str, Any]) -> Array:
+    """``rel_entr`` chunk by chunk."""
+    _, (p, q) = _aligned(arrays)
     chunk_xp = _chunk_namespace(p)
-    impl = _dispatch.implementation("rel_entr", chunk_xp).func
+    impl = _dispatch.implementation(name, chunk_xp).func
     dtype = np.result_type(p.dtype, q.dtype)
     return da.map_blocks(
         functools.partial(_serially, impl, validate=False, xp=chunk_xp),
@@ -183,3 +176,7 @@ def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
         dtype=dtype,
         meta=p._meta,
     )
+
+
+kl_div_logits = forwarding("kl_div_logits", (), _logits)
+rel_entr = forwarding("rel_entr", (), _elementwise)

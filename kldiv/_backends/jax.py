@@ -10,16 +10,16 @@ and the generic code runs, which XLA compiles and fuses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
 from kldiv import _compat
+from kldiv._backends import forwarding
 from kldiv._backends import numpy as _numpy_path
-from kldiv._dispatch import fuses
-from kldiv._typing import Array, Namespace
+from kldiv._typing import Array
 
 _DTYPES = frozenset({np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)})
 
@@ -36,25 +36,23 @@ def _on_numpy(arrays: Sequence[Array]) -> list[Array] | None:
     return [np.from_dlpack(x) for x in arrays]
 
 
-def _bridge(name: str) -> Callable[..., Any]:
-    numpy_func = getattr(_numpy_path, name)
-
-    @fuses(*numpy_func.__kldiv_fuses__)
-    def bridged(*arrays: Array, xp: Namespace, **options: Any) -> Array:
-        views = _on_numpy(arrays)
-        if views is None:
-            return NotImplemented
-        out = getattr(_numpy_path, name)(*views, xp=_numpy_path._generic_np(), **options)
-        return jax.device_put(np.asarray(out), arrays[0].device)
-
-    bridged.__name__ = bridged.__qualname__ = name
-    bridged.__doc__ = f"As :func:`kldiv._agnostic.{name}`, by the NumPy path where it can."
-    return bridged
+def _by_numpy(name: str, arrays: Sequence[Array], options: dict[str, Any]) -> Array:
+    """``name`` of the arrays by the NumPy path, on their device; NotImplemented where it
+    cannot take them."""
+    views = _on_numpy(arrays)
+    if views is None:
+        return NotImplemented
+    out = getattr(_numpy_path, name)(*views, xp=_numpy_path._generic_np(), **options)
+    return jax.device_put(np.asarray(out), arrays[0].device)
 
 
-rel_entr = _bridge("rel_entr")
-kl_div = _bridge("kl_div")
-kl_div_logits = _bridge("kl_div_logits")
-entropy = _bridge("entropy")
-cross_entropy = _bridge("cross_entropy")
-js_div = _bridge("js_div")
+def _fused(name: str) -> Any:
+    return getattr(_numpy_path, name).__kldiv_fuses__
+
+
+rel_entr = forwarding("rel_entr", _fused("rel_entr"), _by_numpy)
+kl_div = forwarding("kl_div", _fused("kl_div"), _by_numpy)
+kl_div_logits = forwarding("kl_div_logits", _fused("kl_div_logits"), _by_numpy)
+entropy = forwarding("entropy", _fused("entropy"), _by_numpy)
+cross_entropy = forwarding("cross_entropy", _fused("cross_entropy"), _by_numpy)
+js_div = forwarding("js_div", _fused("js_div"), _by_numpy)

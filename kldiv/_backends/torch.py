@@ -23,10 +23,10 @@ import torch
 
 from kldiv import _agnostic, _compat
 from kldiv import _validation as v
+from kldiv._backends import forwarding
 from kldiv._backends import numpy as _numpy_path
-from kldiv._dispatch import fuses
 from kldiv._table import DIVERGENCES
-from kldiv._typing import Array, Namespace
+from kldiv._typing import Array
 
 _CPU_DTYPES = frozenset({torch.float16, torch.float32, torch.float64})
 _CUDA_DTYPES = _CPU_DTYPES
@@ -258,43 +258,9 @@ _BACKWARD: dict[str, Callable[..., list[Array | None]]] = {
 _FUSED = {name: getattr(_numpy_path, name).__kldiv_fuses__ for name in _BACKWARD}
 
 
-@fuses(*_FUSED["rel_entr"])
-def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
-    return _bridged("rel_entr", (p, q), {"validate": validate})
-
-
-@fuses(*_FUSED["kl_div"])
-def kl_div(
-    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-) -> Array:
-    return _bridged("kl_div", (p, q), {"axes": axes, "keepdims": keepdims, "validate": validate})
-
-
-@fuses(*_FUSED["kl_div_logits"])
-def kl_div_logits(
-    a: Array, b: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-) -> Array:
-    options = {"axes": axes, "keepdims": keepdims, "validate": validate}
-    return _bridged("kl_div_logits", (a, b), options)
-
-
-@fuses(*_FUSED["entropy"])
-def entropy(
-    p: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-) -> Array:
-    return _bridged("entropy", (p,), {"axes": axes, "keepdims": keepdims, "validate": validate})
-
-
-@fuses(*_FUSED["cross_entropy"])
-def cross_entropy(
-    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-) -> Array:
-    options = {"axes": axes, "keepdims": keepdims, "validate": validate}
-    return _bridged("cross_entropy", (p, q), options)
-
-
-@fuses(*_FUSED["js_div"])
-def js_div(
-    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-) -> Array:
-    return _bridged("js_div", (p, q), {"axes": axes, "keepdims": keepdims, "validate": validate})
+rel_entr = forwarding("rel_entr", _FUSED["rel_entr"], _bridged)
+kl_div = forwarding("kl_div", _FUSED["kl_div"], _bridged)
+kl_div_logits = forwarding("kl_div_logits", _FUSED["kl_div_logits"], _bridged)
+entropy = forwarding("entropy", _FUSED["entropy"], _bridged)
+cross_entropy = forwarding("cross_entropy", _FUSED["cross_entropy"], _bridged)
+js_div = forwarding("js_div", _FUSED["js_div"], _bridged)
