@@ -80,6 +80,16 @@ def implementation(name: str, xp: Namespace) -> Implementation:
     return found
 
 
+def run(name: str, xp: Namespace, *arrays: Any, **options: Any) -> Any:
+    """``name`` of ``arrays`` by the implementation for ``xp``, or by the generic code where
+    that declines the call: for callers that run no checks in between (the public layer
+    does, and so goes step by step)."""
+    out = implementation(name, xp).func(*arrays, xp=xp, **options)
+    if out is NotImplemented:
+        out = generic(name).func(*arrays, xp=xp, **options)
+    return out
+
+
 def _find(name: str, xp: Namespace) -> Implementation:
     for matches, module_name in _FAST_PATHS:
         if matches(xp):

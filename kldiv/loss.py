@@ -313,14 +313,9 @@ def softmax_kl_loss(
         stand_in = 0.0 if norm_target else 1 / int(target_rows.shape[1])
         pred_rows = xp.where(keep, pred_rows, _scalar(0.0, pred_rows, xp))
         target_rows = xp.where(keep, target_rows, _scalar(stand_in, target_rows, xp))
-    result = _dispatch.implementation("softmax_kl_loss", xp).func(
-        pred_rows, target_rows, norm_target=norm_target, xp=xp
+    error_sum, grad = _dispatch.run(
+        "softmax_kl_loss", xp, pred_rows, target_rows, norm_target=norm_target
     )
-    if result is NotImplemented:  # declined by the fast path (a dtype or device it lacks)
-        result = _dispatch.generic("softmax_kl_loss").func(
-            pred_rows, target_rows, norm_target=norm_target, xp=xp
-        )
-    error_sum, grad = result
     # Readable labels, in range as a rule: no where over the whole grad when none is out.
     if bad is not None and not (readable and not bool(xp.any(bad))):
         error_sum = xp.where(xp.any(bad), _scalar(xp.nan, error_sum, xp), error_sum)

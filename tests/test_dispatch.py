@@ -55,3 +55,12 @@ def test_a_declined_call_runs_the_generic_code_with_every_check(monkeypatch):
     np.testing.assert_allclose(kldiv.kl_div(p, q), np.sum(p * np.log(p / q), axis=-1))
     with pytest.raises(ValueError, match="not normalised"):
         kldiv.kl_div(np.array([0.5, 0.6]), np.array([0.5, 0.5]))
+
+
+def test_run_falls_back_to_the_generic_code_when_a_call_is_declined(monkeypatch):
+    xp = array_api_compat.array_namespace(np.empty(0))
+    declined = _dispatch.Implementation(lambda *args, **kwargs: NotImplemented, frozenset())
+    monkeypatch.setitem(_dispatch._cache, ("entropy", xp.__name__), declined)
+    p = np.array([[0.5, 0.5], [0.25, 0.75]])
+    got = _dispatch.run("entropy", xp, p, axes=(1,), keepdims=False, validate=True)
+    np.testing.assert_allclose(got, -np.sum(p * np.log(p), axis=1))

@@ -20,22 +20,24 @@ def refused_as_nan(
 ) -> Array:
     """``name`` of concrete ``blocks`` of namespace ``xp``, by its fast path, checked as
     ``validate`` says, with the rows the checks refuse NaN instead of an error: for code that
-    runs where nothing may raise (a Dask chunk, a JAX callback)."""
+    runs where nothing may raise (a Dask chunk)."""
     row = DIVERGENCES[name]
     impl = _dispatch.implementation(name, xp)
-    options = {"axes": axes, "keepdims": keepdims, "xp": xp}
+    options = {"axes": axes, "keepdims": keepdims}
     shape = tuple(np.broadcast_shapes(*(tuple(b.shape) for b in blocks)))
     if validate:
         try:
             v.check_values(row.inputs, row.checks - impl.fused, blocks, shape, axes, xp)
-            out = impl.func(*blocks, validate=True, **options)
+            out = impl.func(*blocks, validate=True, xp=xp, **options)
+        except ValueError:  # some row is bad: which ones, the lazy forms of the checks say
+            out = _dispatch.run(name, xp, *blocks, validate=False, **options)
+        else:
             if out is not NotImplemented:
                 return out
-        except ValueError:  # some row is bad: which ones, the lazy forms of the checks say
-            pass
-    out = impl.func(*blocks, validate=False, **options)
-    if out is NotImplemented:
-        out = _dispatch.generic(name).func(*blocks, validate=False, **options)
+            # declined: the generic code, whose checks are the lazy ones below
+            out = _dispatch.generic(name).func(*blocks, validate=False, xp=xp, **options)
+    else:
+        out = _dispatch.run(name, xp, *blocks, validate=False, **options)
     if validate and NORMALISED in row.checks:
         for b in blocks:
             bad = v.unnormalised_rows(v.expand_to(b, len(shape), xp), axes, keepdims, xp)

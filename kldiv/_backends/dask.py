@@ -99,11 +99,7 @@ def _partials(
 ) -> Array:
     """A block's partial result and, with ``sums``, its partial row sums, in float64,
     stacked on a new first axis, the reduced axes kept (size 1)."""
-    impl = _dispatch.implementation(name, chunk_xp).func
-    options = {"axes": axes, "keepdims": True, "validate": False, "xp": chunk_xp}
-    part = impl(*blocks, **options)
-    if part is NotImplemented:
-        part = _dispatch.generic(name).func(*blocks, **options)
+    part = _dispatch.run(name, chunk_xp, *blocks, axes=axes, keepdims=True, validate=False)
     pieces = [chunk_xp.astype(part, chunk_xp.float64)]
     if sums:
         pieces += [
