@@ -73,7 +73,7 @@ def as_rows(
 
 def rows_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
     """The axes of ``shape`` that are not reduced: one row per index into them."""
-    return tuple(s for i, s in enumerate(shape) if i not in axes)
+    return kept_shape(shape, axes, keepdims=False)
 
 
 def broadcast_shape(arrays: Sequence[Array]) -> tuple[int, ...]:

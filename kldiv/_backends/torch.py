@@ -28,8 +28,8 @@ from kldiv._backends import numpy as _numpy_path
 from kldiv._table import DIVERGENCES
 from kldiv._typing import Array
 
-_CPU_DTYPES = frozenset({torch.float16, torch.float32, torch.float64})
-_CUDA_DTYPES = _CPU_DTYPES
+# the dtypes both fast paths take (NumPy has no bfloat16)
+_DTYPES = frozenset({torch.float16, torch.float32, torch.float64})
 _has_cupy: bool | None = None
 
 
@@ -41,9 +41,11 @@ def _route(arrays: Sequence[Array]) -> str | None:
         return None  # the public layer has refused two devices; a 0-d CPU tensor is not one
     if not all(_compat.values_are_readable(x) for x in arrays):
         return None
-    if kind == "cpu" and all(x.dtype in _CPU_DTYPES for x in arrays):
+    if not all(x.dtype in _DTYPES for x in arrays):
+        return None
+    if kind == "cpu":
         return "cpu"
-    if kind == "cuda" and all(x.dtype in _CUDA_DTYPES for x in arrays):
+    if kind == "cuda":
         if _has_cupy is None:
             _has_cupy = importlib.util.find_spec("cupy") is not None
         return "cuda" if _has_cupy else None

@@ -21,8 +21,6 @@ from kldiv import _validation as v
 from kldiv._backends import numpy as _numpy_path
 from kldiv._typing import Array
 
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
 
 def _plain_cpu_tensor(x: Any) -> bool:
     """A float32 or float64 ``torch.Tensor`` (not a subclass) on the CPU, needing no gradient,
@@ -54,7 +52,7 @@ def kl_div(
         return None
     shape = pa.shape
     if (
-        pa.dtype not in _DTYPES
+        pa.dtype not in _numpy_path._NATIVE_DTYPES
         or qa.dtype != pa.dtype
         or qa.shape != shape
         or not shape
