@@ -66,8 +66,6 @@ printed is also written to ``DIR/results.md``, with the raw samples in ``DIR/res
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import json
 import math
 import os
@@ -76,7 +74,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +92,7 @@ import torch
 import torch.nn.functional as F
 from _common import (
     Target,
+    gc_off,
     machine,
     machine_lines,
     markdown_table,
@@ -215,22 +214,6 @@ def sides_for(w: Workload, x: np.ndarray, y: np.ndarray) -> dict[str, Side]:
 
 
 # --- timing ---------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def gc_off() -> Iterator[None]:
-    """No cyclic garbage collection inside: a collection would land on whichever side ran.
-
-    (``gc.collect()`` before each call would be no better: with PyTorch loaded, it costs
-    about 0.1 s, more than most of the calls measured.)
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def time_sides(sides: dict[str, Side], repeat: int) -> dict[str, list[float]]:

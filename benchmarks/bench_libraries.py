@@ -36,8 +36,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_cpu.py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Target, machine, machine_lines, markdown_table, targets_table, write_outputs
+from _common import (
+    Target,
+    gc_off,
+    machine,
+    machine_lines,
+    markdown_table,
+    targets_table,
+    write_outputs,
+)
 
 import kldiv
 
@@ -185,16 +192,6 @@ def cases(quick: bool, only: Sequence[str]) -> list[Case]:
     return [c for c in every if not only or c.name in only]
 
 
-@contextmanager
-def gc_off() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 def _as_numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().numpy()
@@ -211,6 +208,7 @@ def run_case(case: Case, repeat: int) -> dict[str, Any]:
         case.floor()
         sides.append(("floor", case.floor))
     samples: dict[str, list[float]] = {name: [] for name, _ in sides}
+    gc.collect()  # once, before the case's samples
     with gc_off():
         for r in range(repeat):
             for name, side in sides[r % len(sides) :] + sides[: r % len(sides)]:

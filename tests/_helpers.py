@@ -68,3 +68,19 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     """The textbook log-softmax along the last axis, in ``x``'s dtype: the host reference."""
     shifted = x - x.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def numpy_path_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[type]:
+    """The types of the first argument of every call of the NumPy fast path's ``name`` from
+    now on, for the test to see that a bridge reached it, and with what."""
+    from kldiv._backends import numpy as numpy_path
+
+    calls: list[type] = []
+    original = getattr(numpy_path, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(type(args[0]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(numpy_path, name, counted)
+    return calls

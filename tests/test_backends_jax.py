@@ -13,6 +13,7 @@ import pytest
 import kldiv
 from kldiv import _dispatch
 from kldiv._table import DIVERGENCES
+from tests._helpers import numpy_path_calls
 from tests._references import call, inputs, reference
 
 jax = pytest.importorskip("jax")
@@ -35,16 +36,7 @@ def test_the_bridge_takes_every_function_of_the_numpy_path():
 
 @pytest.mark.parametrize("name", BRIDGED)
 def test_concrete_arrays_reach_the_numpy_path(name, monkeypatch):
-    from kldiv._backends import numpy as numpy_path
-
-    calls = []
-    original = getattr(numpy_path, name)
-
-    def counted(*args, **kwargs):
-        calls.append(type(args[0]))
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(numpy_path, name, counted)
+    calls = numpy_path_calls(monkeypatch, name)
     p, q = (jnp.asarray(x, dtype=jnp.float32) for x in inputs(name, (70, 40)))
     with kldiv.options(parallel_min=0):
         call(name, p, q)

@@ -13,6 +13,7 @@ import pytest
 import kldiv
 from kldiv import _dispatch
 from kldiv._table import DIVERGENCES
+from tests._helpers import numpy_path_calls
 from tests._references import call, inputs, reference
 
 torch = pytest.importorskip("torch")
@@ -54,16 +55,7 @@ def test_values_on_every_dtype(name, dtype):
 
 @pytest.mark.parametrize("name", BRIDGED)
 def test_cpu_tensors_reach_the_numpy_path(name, monkeypatch):
-    from kldiv._backends import numpy as numpy_path
-
-    calls = []
-    original = getattr(numpy_path, name)
-
-    def counted(*args, **kwargs):
-        calls.append(type(args[0]))
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(numpy_path, name, counted)
+    calls = numpy_path_calls(monkeypatch, name)
     p, q = tensors(name, (70, 40), "float32")  # 2800 elements: above the short path's reach
     with kldiv.options(parallel_min=0):
         call(name, p, q)
