@@ -13,7 +13,7 @@ what ``torch.compile`` traces, and dynamo (torch 2.13) traces two things badly:
 - ``sys.modules``: dynamo copies the whole dict into its state, and fails with "dictionary
   changed size during iteration" when a module is imported meanwhile.
 
-So a tensor is recognised by its class alone (:func:`_is_tensor`), and torch, once known to
+So a tensor is recognised by its class alone (:func:`is_torch_array`), and torch, once known to
 be loaded, is reached with an ``import`` statement, which dynamo runs as such.
 """
 
@@ -33,6 +33,7 @@ __all__ = [
     "is_dask_namespace",
     "is_jax_namespace",
     "is_numpy_namespace",
+    "is_torch_array",
     "is_torch_namespace",
     "values_are_readable",
 ]
@@ -41,7 +42,7 @@ __all__ = [
 _TORCH_NAMESPACES = frozenset({"torch", "array_api_compat.torch"})
 
 
-def _is_tensor(x: object) -> bool:
+def is_torch_array(x: object) -> bool:
     """``array_api_compat.is_torch_array`` without its cache or ``sys.modules`` (see the
     module docstring): whether ``torch.Tensor`` is among the classes of ``x``.
 
@@ -53,7 +54,7 @@ def _is_tensor(x: object) -> bool:
 
 def is_array_api_obj(x: object) -> bool:
     """Whether ``x`` is an array of a library ``array_api_compat`` knows."""
-    return _is_tensor(x) or bool(_aac.is_array_api_obj(x))
+    return is_torch_array(x) or bool(_aac.is_array_api_obj(x))
 
 
 def array_namespace(*xs: Any) -> Any:
@@ -61,7 +62,7 @@ def array_namespace(*xs: Any) -> Any:
 
     ``TypeError`` for arrays of two libraries, as ``array_api_compat.array_namespace``.
     """
-    if xs and all(_is_tensor(x) for x in xs):
+    if xs and all(is_torch_array(x) for x in xs):
         # torch is imported (xs holds its tensors), so this imports no optional library.
         import array_api_compat.torch as torch_namespace
 
@@ -71,7 +72,7 @@ def array_namespace(*xs: Any) -> Any:
 
 def device(x: Any) -> Any:
     """The device ``x`` lies on (``"cpu"`` for NumPy, None for an unplaced JAX tracer)."""
-    if _is_tensor(x):
+    if is_torch_array(x):
         return x.device
     return _aac.device(x)
 
@@ -109,7 +110,7 @@ def values_are_readable(x: Any) -> bool:
     answers False for every torch tensor, even one with no values to read (meta, fake, under
     a transform or a tracer); :func:`_torch_values_are_readable` tells those apart.
     """
-    if _is_tensor(x):
+    if is_torch_array(x):
         return _torch_values_are_readable(x)
     if is_jax_array(x):
         core = sys.modules.get("jax.core")

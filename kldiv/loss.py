@@ -356,7 +356,7 @@ def _detached(x: object) -> Any:
     The class returns the grad as a plain array, as PuzzleLib's is, and keeps error sums
     across batches: with their graphs attached, each batch's graph would stay alive.
     """
-    if _compat.is_array_api_obj(x) and _compat.is_torch_namespace(_compat.array_namespace(x)):
+    if _compat.is_torch_array(x):
         return x.detach()  # type: ignore[attr-defined]
     return x
 
