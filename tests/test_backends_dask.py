@@ -12,8 +12,7 @@ import pytest
 
 import kldiv
 from kldiv._table import DIVERGENCES
-from tests._helpers import random_distributions
-from tests._references import REDUCTIONS, call
+from tests._references import REDUCTIONS, call, inputs
 
 da = pytest.importorskip("dask.array")
 
@@ -24,11 +23,9 @@ CHUNKINGS = {
 }
 
 
-def arrays(name: str, dtype: str = "float64", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    if DIVERGENCES[name].logits:
-        return tuple((rng.standard_normal((64, 40)) * 3).astype(dtype) for _ in range(2))
-    return tuple(random_distributions(rng, (64, 40)).astype(dtype) for _ in range(2))
+def arrays(name: str, dtype: str = "float64", seed: int = 0) -> tuple[np.ndarray, ...]:
+    """:func:`tests._references.inputs` of shape ``(64, 40)``, in ``dtype``."""
+    return tuple(x.astype(dtype) for x in inputs(name, (64, 40), seed))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
