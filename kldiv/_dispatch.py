@@ -12,7 +12,8 @@ PyTorch           :mod:`kldiv._backends.torch`: CPU tensors through NumPy's fast
 Dask              :mod:`kldiv._backends.dask`: each chunk on its own library's fast path,
                   partial results summed where a distribution spans chunks
 JAX               :mod:`kldiv._backends.jax`: concrete CPU arrays through NumPy's fast
-                  path (DLPack); the generic code under ``jit`` and the transforms
+                  path (DLPack); checked ``kl_div`` of tracers in passes XLA fuses;
+                  the generic code for the rest under ``jit`` and the transforms
 anything else     :mod:`kldiv._agnostic`: the generic array-API code (array_api_strict)
 ================  ======================================================================
 
