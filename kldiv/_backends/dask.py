@@ -57,6 +57,19 @@ def _serially(func: Any, *blocks: Array, **options: Any) -> Array:
         return func(*blocks, **options)
 
 
+def _only_block(x: Any) -> Array:
+    """The one block of a contracted index: ``blockwise`` without ``concatenate`` passes
+    the blocks along an index missing from the output as nested lists, one level per such
+    index, and with ``concatenate`` it copies even a single block (``concatenate3``)."""
+    while isinstance(x, list):
+        (x,) = x
+    return x
+
+
+def _unwrapped(func: Any, *blocks: Any, **options: Any) -> Array:
+    return _serially(func, *(_only_block(b) for b in blocks), **options)
+
+
 def _per_chunk(
     name: str,
     aligned: Sequence[Array],
@@ -74,7 +87,7 @@ def _per_chunk(
     index = string.ascii_lowercase[: len(shape)]
     kept = "".join(c for i, c in enumerate(index) if i not in axes or keepdims)
     block = functools.partial(
-        _serially,
+        _unwrapped,
         refused_as_nan,
         name=name,
         axes=axes,
@@ -88,7 +101,6 @@ def _per_chunk(
         kept,
         *(part for a in aligned for part in (a, index)),
         adjust_chunks={index[a]: lambda c: 1 for a in axes} if keepdims else None,
-        concatenate=True,
         dtype=dtype,
         meta=chunk_xp.empty((0,) * len(kept), dtype=dtype),
     )
