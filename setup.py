@@ -11,12 +11,9 @@ from pathlib import Path
 from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
-SOURCES = [
-    "kldiv/_backends/numpy/_native.c",
-    "kldiv/_backends/numpy/_native_variant.h",
-    "kldiv/_backends/numpy/_native_row.h",
-    "kldiv/_backends/numpy/_native_logits.h",
-]
+# The extension's C source and every header it includes: all of them are hashed into the build
+NATIVE = "kldiv/_backends/numpy"
+SOURCES = sorted(p.relative_to(HERE).as_posix() for p in (HERE / NATIVE).glob("_native*.[ch]"))
 
 
 def source_digest() -> str:
@@ -33,8 +30,8 @@ setup(
     ext_modules=[
         Extension(
             "kldiv._backends.numpy._native",
-            sources=["kldiv/_backends/numpy/_native.c"],
-            depends=SOURCES[1:],
+            sources=[f"{NATIVE}/_native.c"],
+            depends=[name for name in SOURCES if name.endswith(".h")],
             define_macros=[("KLDIV_SOURCE_SHA256", f'"{source_digest()}"')],
             extra_compile_args=flags,
             optional=True,

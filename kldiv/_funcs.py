@@ -100,14 +100,30 @@ _short: ModuleType | None = None
 
 
 def _short_path() -> ModuleType:
-    """:mod:`kldiv._backends.numpy._short`, imported on the first ``kl_div`` call, so that
-    ``import kldiv`` loads no fast path (and no compiled module) until one is needed."""
+    """:mod:`kldiv._backends.numpy._short`, imported on the first call that may take it, so
+    that ``import kldiv`` loads no fast path (and no compiled module) until one is needed."""
     global _short
     if _short is None:
         from kldiv._backends.numpy import _short as module
 
         _short = module
     return _short
+
+
+def _short_or_call(
+    name: str,
+    arrays: tuple[object, ...],
+    axis: Axis,
+    keepdims: bool,
+    base: float | None,
+    validate: bool,
+) -> Array:
+    """``name`` by the short path where it takes the call (small NumPy arrays or CPU tensors,
+    :mod:`kldiv._backends.numpy._short`), else by :func:`_call`."""
+    short = _short_path().reduction(name, arrays, axis, keepdims, base, validate)
+    if short is not None:
+        return short
+    return _call(name, arrays, axis=axis, keepdims=keepdims, base=base, validate=validate)
 
 
 def _as_array(x: Array) -> Array:
@@ -229,10 +245,7 @@ def kl_div(
     >>> kldiv.kl_div(np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5]), base=2)
     array(1.)
     """
-    short = _short_path().kl_div(p, q, axis, keepdims, base, validate)
-    if short is not None:
-        return short
-    return _call("kl_div", (p, q), axis=axis, keepdims=keepdims, base=base, validate=validate)
+    return _short_or_call("kl_div", (p, q), axis, keepdims, base, validate)
 
 
 def kl_div_logits(
@@ -313,7 +326,7 @@ def entropy(
     >>> kldiv.entropy(np.array([0.5, 0.25, 0.25, 0.0]), base=2)
     array(1.5)
     """
-    return _call("entropy", (p,), axis=axis, keepdims=keepdims, base=base, validate=validate)
+    return _short_or_call("entropy", (p,), axis, keepdims, base, validate)
 
 
 def cross_entropy(
@@ -350,9 +363,7 @@ def cross_entropy(
     >>> kldiv.cross_entropy(np.array([0.5, 0.5]), np.array([0.25, 0.75]), base=2)
     array(1.20751875)
     """
-    return _call(
-        "cross_entropy", (p, q), axis=axis, keepdims=keepdims, base=base, validate=validate
-    )
+    return _short_or_call("cross_entropy", (p, q), axis, keepdims, base, validate)
 
 
 def js_div(
@@ -389,7 +400,7 @@ def js_div(
     >>> kldiv.js_div(np.array([1.0, 0.0]), np.array([0.0, 1.0]), base=2)
     array(1.)
     """
-    return _call("js_div", (p, q), axis=axis, keepdims=keepdims, base=base, validate=validate)
+    return _short_or_call("js_div", (p, q), axis, keepdims, base, validate)
 
 
 def hellinger(

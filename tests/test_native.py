@@ -25,12 +25,11 @@ import kldiv
 from kldiv._backends import numpy as nb
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = [
-    "kldiv/_backends/numpy/_native.c",
-    "kldiv/_backends/numpy/_native_variant.h",
-    "kldiv/_backends/numpy/_native_row.h",
-    "kldiv/_backends/numpy/_native_logits.h",
-]
+# as setup.py hashes them into the build: the C source and its headers, by name
+SOURCES = sorted(
+    path.relative_to(ROOT).as_posix()
+    for path in (ROOT / "kldiv/_backends/numpy").glob("_native*.[ch]")
+)
 
 if os.environ.get("KLDIV_REQUIRE_NATIVE") == "1":
     # CI sets this: there the module must have been built, not silently skipped
@@ -495,3 +494,109 @@ def test_measures_mode_agrees_with_the_split_on_distributions(variant):
     assert np.isnan(plain[1])
     assert np.isnan(measured[1])
     np.testing.assert_allclose(measured[[0, *range(2, 40)]], plain[[0, *range(2, 40)]], rtol=1e-13)
+
+
+# The other divergences of the row kernels, kl_rows(op=...): entropy, cross entropy and
+# Jensen-Shannon. Their terms are >= 0 on the rows below (entries <= 1), so the value is its
+# own sum's condition.
+
+OPS = ["entropy", "cross_entropy", "js"]
+
+
+def op_reference(op, p_row, q_row):
+    """``op`` of one row, in 50-digit mpmath on the exact values, by the definitions."""
+    with mpmath.workdps(50):
+        total = mpmath.mpf(0)
+        for x, y in zip(p_row.tolist(), q_row.tolist(), strict=True):
+            x, y = mpmath.mpf(x), mpmath.mpf(y)
+            if op == "entropy":
+                total -= x * mpmath.log(x) if x else 0
+            elif op == "cross_entropy":
+                total -= x * mpmath.log(y) if x else 0
+            else:
+                m = (x + y) / 2
+                total += (
+                    (x * mpmath.log(x / m) if x else 0) + (y * mpmath.log(y / m) if y else 0)
+                ) / 2
+        return total
+
+
+def run_op(op, p, q, variant=None, *, tolerance=None):
+    out = np.full(p.shape[0], -1.0)
+    native.kl_rows(p, p if op == "entropy" else q, out, tolerance, variant, op=op)
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [1, 7, 65, 300])
+@pytest.mark.parametrize("op", OPS)
+def test_every_divergence_and_variant_against_mpmath(op, n, kind, variant, dtype):
+    rng = np.random.default_rng([n, KINDS.index(kind), OPS.index(op)])
+    p, q = rows_of(rng, kind, 20, n, dtype)
+    out = run_op(op, p, q, variant)
+    for row, (p_row, q_row) in enumerate(zip(p, q, strict=True)):
+        value = op_reference(op, p_row, q_row)
+        diff = abs(mpmath.mpf(float(out[row])) - value)
+        error = diff / value if value else diff
+        assert error <= LIMITS[dtype], (row, float(value), out[row], float(error))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", OPS)
+def test_every_divergence_takes_zeros_and_shows_the_rest_of_its_domain(op, dtype):
+    """Zeros of p are in every kernel's domain, and zeros of both at once in cross
+    entropy's and JS's. A zero q where p > 0 (cross entropy's inf), a subnormal p, a negative
+    or NaN entry makes only its row NaN, for the tiles to redo."""
+    tiny = np.finfo(dtype).smallest_subnormal
+    p = np.full((6, 4), 0.25, dtype)
+    q = p.copy()
+    p[0, :2], p[0, 2:] = 0, 0.5  # zeros of p
+    p[1, :2], q[1, :2], p[1, 2:], q[1, 2:] = 0, 0, 0.5, 0.5  # zeros of both
+    p[2, 0] = -0.25
+    q[3, 0] = np.nan
+    p[4, 0] = tiny
+    q[5, 0] = 0  # p > 0 == q
+    out = run_op(op, p, q)
+    expected = [float(op_reference(op, pr, qr)) for pr, qr in zip(p[:2], q[:2], strict=True)]
+    np.testing.assert_allclose(out[:2], expected, rtol=LIMITS[dtype])
+    assert np.isnan(out[2])
+    assert np.isnan(out[4])
+    assert np.isnan(out[3]) == (op != "entropy")  # entropy reads p only
+    assert np.isnan(out[5]) == (op == "cross_entropy")  # in JS a zero q is a zero
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_every_divergence_flags_a_row_off_one(op):
+    p = np.full((3, 8), 1 / 8)
+    p[1] *= 1.01
+    out = np.empty(3)
+    assert native.kl_rows(p, p, out, 1e-6, op=op) is True
+    assert native.kl_rows(p[::2], p[::2], out[:2], 1e-6, op=op) is False
+
+
+def test_an_unknown_op_and_measures_of_another_op_are_refused():
+    p = np.full((2, 4), 0.25)
+    with pytest.raises(ValueError, match="op 'kl_div' is not one of"):
+        native.kl_rows(p, p, np.empty(2), op="kl_div")
+    with pytest.raises(ValueError, match="measures=True is for op='kl' only"):
+        native.kl_rows(p, p, np.empty(2), measures=True, op="js")
+
+
+@settings(deadline=None)
+@given(
+    op=st.sampled_from(OPS),
+    dtype=st.sampled_from(DTYPES),
+    exponents=st.lists(
+        st.tuples(st.floats(-30, 0), st.floats(-30, 0), st.booleans()), min_size=1, max_size=90
+    ),
+)
+def test_property_every_divergence_of_any_row_against_mpmath(op, dtype, exponents):
+    p = np.array([[0.0 if zero else 10.0**a for a, _, zero in exponents]], dtype)
+    q = np.array([[10.0**b for _, b, _ in exponents]], dtype)
+    value = op_reference(op, p[0], q[0])
+    for variant in VARIANTS:
+        got = mpmath.mpf(float(run_op(op, p, q, variant)[0]))
+        error = abs(got - value) / value if value else abs(got - value)
+        assert error <= LIMITS[dtype], (variant, float(value), float(got))

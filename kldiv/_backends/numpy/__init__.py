@@ -22,12 +22,13 @@ The arithmetic follows :mod:`kldiv._agnostic` in substance, in fewer passes:
   the row sums on the way. Only when they show a problem do the checks of
   :mod:`kldiv._validation` run (:func:`_check`), to say exactly what and where.
 
-Where a C compiler built :mod:`._native` (``setup.py``), ``kl_div`` of float32 or
-float64 and ``kl_div_logits`` of float32 run its compiled row kernels instead, one call per
-worker, each a single vectorised pass per row (see ``_native.c``). Rows they leave NaN
-(an element outside their fast domain: a zero ``q``, a subnormal, a bad value, a ``-inf``
-logit; or an overflow) are redone by the tiles here, which stay the reference for every
-convention and every check.
+Where a C compiler built :mod:`._native` (``setup.py``), ``kl_div``, ``entropy``,
+``cross_entropy`` and ``js_div`` of float32 or float64 and ``kl_div_logits`` of float32 run
+its compiled row kernels instead, one call per worker, each a single vectorised pass per row
+(see ``_native.c``; :data:`_FUSED` says which kernel and which tiles each function takes).
+Rows they leave NaN (an element outside their fast domain: a zero ``q``, a subnormal, a bad
+value, a ``-inf`` logit; or an overflow) are redone by the tiles here, which stay the
+reference for every convention and every check.
 
 Inputs must present their distribution axes as trailing, viewable as ``(rows, n)`` without a
 copy (any C-ordered array reduced over its last axes, broadcasting included). Anything else
@@ -45,7 +46,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -469,30 +470,80 @@ def kl_div(
 ) -> Array:
     """As :func:`kldiv._agnostic.kl_div`, fused: compiled (:mod:`._native`) where it is
     built and the layout allows, else in NumPy tiles."""
-    names = ("p", "q")
-    dtype = np.result_type(p, q)
-    # Both the same float32 or float64, so that neither has to be cast whole
-    if _kernels() is not None and p.dtype == q.dtype == dtype and dtype in _NATIVE_DTYPES:
-        shape = v.broadcast_shape(names, [tuple(p.shape), tuple(q.shape)])
-        views = _all_as_rows((p, q), shape, axes)
-        if views is not None and all(_rows_contiguous(x) for x in views):
-            out = np.empty(views[0].shape[0], dtype=dtype)
-            if _native_kl_rows(views[0], views[1], out, validate=validate):
-                _check(names, (p, q), shape, axes)  # names the problem
-            return out.reshape(kept_shape(shape, axes, keepdims))
-    return _reduce(
-        _kl_tile_for(dtype, validate),
-        names,
+    return _fused_reduction(
+        "kl_div",
         (p, q),
         axes,
         keepdims,
-        sign_checked=_KL_SIGN_CHECKED,
-        validate=validate,
-        clip=DIVERGENCES["kl_div"].clips(validate),
+        validate,
         generic=lambda: _agnostic.kl_div(
             p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
         ),
     )
+
+
+@fuses(VALUES, NORMALISED)
+def entropy(
+    p: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    """As :func:`kldiv._agnostic.entropy`, fused: compiled where built, else in tiles."""
+    return _fused_reduction(
+        "entropy",
+        (p,),
+        axes,
+        keepdims,
+        validate,
+        generic=lambda: _agnostic.entropy(
+            p, axes=axes, keepdims=keepdims, validate=validate, xp=xp
+        ),
+    )
+
+
+@fuses(VALUES, NORMALISED)
+def cross_entropy(
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    """As :func:`kldiv._agnostic.cross_entropy`, fused: compiled where built, else in tiles."""
+    return _fused_reduction(
+        "cross_entropy",
+        (p, q),
+        axes,
+        keepdims,
+        validate,
+        generic=lambda: _agnostic.cross_entropy(
+            p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
+        ),
+    )
+
+
+@fuses(VALUES, NORMALISED)
+def js_div(
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    """As :func:`kldiv._agnostic.js_div`, fused: compiled where built, else in tiles. JS is
+    never below 0 for non-negative input, so a result below 0 is rounding and is clipped,
+    validated or not."""
+    return _fused_reduction(
+        "js_div",
+        (p, q),
+        axes,
+        keepdims,
+        validate,
+        generic=lambda: _agnostic.js_div(
+            p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
+        ),
+    )
+
+
+class _Fused(NamedTuple):
+    """How the NumPy path computes one reduction: the compiled kernels' ``op`` (None where
+    they have none), the tile terms (for the rows the kernels leave, and without them) by
+    dtype and ``validate``, and the inputs whose signs the tiles check apart (those whose
+    negative entries the terms' arithmetic would not make NaN)."""
+
+    op: str | None
+    tiles: Callable[[Any, bool], TileTerms]
+    sign_checked: tuple[int, ...]
 
 
 def _kl_tile_for(dtype: Any, validate: bool) -> TileTerms:
@@ -502,9 +553,58 @@ def _kl_tile_for(dtype: Any, validate: bool) -> TileTerms:
     return _kl_tile_nonnegative if dtype == np.float64 else _kl_tile
 
 
-# log1p((p - q)/q) is NaN for p < 0 < q, not for p, q < 0: q's sign needs its own check
-_KL_SIGN_CHECKED = (1,)
+_FUSED = {
+    # log1p((p - q)/q) is NaN for p < 0 < q, not for p, q < 0: q's sign needs its own check
+    "kl_div": _Fused("kl", _kl_tile_for, (1,)),
+    "entropy": _Fused("entropy", lambda dtype, validate: _entropy_tile, ()),  # log(p < 0): NaN
+    # log(q) is NaN for q < 0; p < 0 only flips a term's sign
+    "cross_entropy": _Fused("cross_entropy", lambda dtype, validate: _cross_entropy_tile, (0,)),
+    # |s| > 1 for one negative entry, but s rounds to -1 for a tiny negative p, and
+    # p*log1p(-s) is then +inf, not NaN: both signs are checked
+    "js_div": _Fused("js", lambda dtype, validate: _js_tile, (0, 1)),
+}
 _NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _fused_reduction(
+    name: str,
+    arrays: tuple[Array, ...],
+    axes: tuple[int, ...],
+    keepdims: bool,
+    validate: bool,
+    *,
+    generic: Callable[[], Array],
+) -> Array:
+    """``name`` of :data:`_FUSED` by the compiled kernels where they are built and take the
+    arrays (one float32 or float64 dtype, so that none is cast whole; rows contiguous), else
+    by the NumPy tiles; ``generic`` for a layout that cannot be viewed as rows."""
+    names = DIVERGENCES[name].inputs
+    fused = _FUSED[name]
+    dtype = np.result_type(*arrays)
+    if (
+        fused.op is not None
+        and _kernels() is not None
+        and all(a.dtype == dtype for a in arrays)
+        and dtype in _NATIVE_DTYPES
+    ):
+        shape = v.broadcast_shape(names, [tuple(a.shape) for a in arrays])
+        views = _all_as_rows(arrays, shape, axes)
+        if views is not None and all(_rows_contiguous(x) for x in views):
+            out = np.empty(views[0].shape[0], dtype=dtype)
+            if _native_rows(name, views, out, validate=validate):
+                _check(names, arrays, shape, axes)  # names the problem
+            return out.reshape(kept_shape(shape, axes, keepdims))
+    return _reduce(
+        fused.tiles(dtype, validate),
+        names,
+        arrays,
+        axes,
+        keepdims,
+        sign_checked=fused.sign_checked,
+        validate=validate,
+        clip=DIVERGENCES[name].clips(validate),
+        generic=generic,
+    )
 
 
 def _rows_contiguous(rows: Array) -> bool:
@@ -512,21 +612,27 @@ def _rows_contiguous(rows: Array) -> bool:
     return bool(rows.shape[1] <= 1 or rows.strides[1] == rows.itemsize)
 
 
-def _native_kl_rows(p: Array, q: Array, out: Array, *, validate: bool) -> bool:
-    """Write ``out[r] = KL(p[r] || q[r])`` for two ``(rows, n)`` views of one float dtype, by
-    the compiled kernels, one call per worker; True when ``validate`` finds a problem for the
-    public layer's checks to name.
+def _native_rows(name: str, views: Sequence[Array], out: Array, *, validate: bool) -> bool:
+    """Write ``out[r]``, ``name`` of row ``r`` of the ``(rows, n)`` views (one float dtype),
+    by the compiled kernels, one call per worker; True when ``validate`` finds a problem for
+    the public layer's checks to name.
 
     The kernels leave NaN for a row holding an element outside their fast domain (a zero
     ``q``, a subnormal, a negative, NaN or infinite entry) or whose arithmetic overflowed
     (a term over the float range). Those rows are recomputed by the NumPy tiles, which know
     every convention and compute in float64, and flagged as they flag it. Unvalidated input
-    may be a measure of any mass: the kernels then keep each term far from ``p == q`` whole
-    (``measures=True``), as :func:`_kl_tile_unchecked` does.
+    may be a measure of any mass: for ``kl_div`` the kernels then keep each term far from
+    ``p == q`` whole (``measures=True``), as :func:`_kl_tile_unchecked` does; the other
+    kernels' terms need no such care (entropy's and cross entropy's are summed whole, and
+    JS is the sum of its non-negative terms for any masses).
     """
     assert _native is not None
+    fused = _FUSED[name]
+    assert fused.op is not None
+    p, q = views if len(views) == 2 else (views[0], views[0])
     rows, n = p.shape
     tolerance = v.sum_tolerance(p.dtype, n, np) if validate else None
+    measures = name == "kl_div" and not validate
 
     def job(start: int, stop: int) -> bool:
         return bool(
@@ -535,17 +641,18 @@ def _native_kl_rows(p: Array, q: Array, out: Array, *, validate: bool) -> bool:
                 q[start:stop],
                 out[start:stop],
                 tolerance,
-                measures=not validate,
+                measures=measures,
+                op=fused.op,
             )
         )
 
     def redo(again: Array, fixed: Array) -> bool:
         return _row_reduce(
-            _kl_tile_for(p.dtype, validate),
-            (p[again], q[again]),
-            sign_checked=_KL_SIGN_CHECKED,
+            fused.tiles(p.dtype, validate),
+            [x[again] for x in views],
+            sign_checked=fused.sign_checked,
             validate=validate,
-            clip=DIVERGENCES["kl_div"].clips(validate),
+            clip=DIVERGENCES[name].clips(validate),
             out=fixed,
         )
 
@@ -570,69 +677,6 @@ def _redo_lost_rows(out: Array, n: int, redo: Callable[[Array, Array], bool]) ->
         with np.errstate(all="ignore"):  # a KL over float32's range is inf, as in the tiles
             out[rows] = fixed
     return flagged
-
-
-@fuses(VALUES, NORMALISED)
-def entropy(
-    p: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-) -> Array:
-    """As :func:`kldiv._agnostic.entropy`, fused."""
-    return _reduce(
-        _entropy_tile,
-        ("p",),
-        (p,),
-        axes,
-        keepdims,
-        sign_checked=(),  # log(p) is NaN for p < 0
-        validate=validate,
-        clip=DIVERGENCES["entropy"].clips(validate),
-        generic=lambda: _agnostic.entropy(
-            p, axes=axes, keepdims=keepdims, validate=validate, xp=xp
-        ),
-    )
-
-
-@fuses(VALUES, NORMALISED)
-def cross_entropy(
-    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-) -> Array:
-    """As :func:`kldiv._agnostic.cross_entropy`, fused."""
-    return _reduce(
-        _cross_entropy_tile,
-        ("p", "q"),
-        (p, q),
-        axes,
-        keepdims,
-        sign_checked=(0,),  # log(q) is NaN for q < 0; p < 0 only flips a term's sign
-        validate=validate,
-        clip=DIVERGENCES["cross_entropy"].clips(validate),
-        generic=lambda: _agnostic.cross_entropy(
-            p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
-        ),
-    )
-
-
-@fuses(VALUES, NORMALISED)
-def js_div(
-    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-) -> Array:
-    """As :func:`kldiv._agnostic.js_div`, fused. JS is never below 0 for non-negative input,
-    so a result below 0 is rounding and is clipped, validated or not."""
-    return _reduce(
-        _js_tile,
-        ("p", "q"),
-        (p, q),
-        axes,
-        keepdims,
-        # |s| > 1 for one negative entry, but s rounds to -1 for a tiny negative p, and
-        # p*log1p(-s) is then +inf, not NaN: both signs are checked
-        sign_checked=(0, 1),
-        validate=validate,
-        clip=DIVERGENCES["js_div"].clips(validate),
-        generic=lambda: _agnostic.js_div(
-            p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
-        ),
-    )
 
 
 @fuses(VALUES)

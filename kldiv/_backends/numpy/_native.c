@@ -24,6 +24,11 @@
  * float32 input: terms in float32 arithmetic (at most a few ulps each, none negative), sums
  * in float64. float64 input: everything in float64.
  *
+ * The same row kernels sum other non-negative terms (kl_rows(..., op=)): entropy's -p*log(p),
+ * cross entropy's -p*log(q) (log by the same split, kl_log) and Jensen-Shannon's, which near
+ * p == q is a series in u = (p - q)/(p + q) and elsewhere (t(p, m) + t(q, m))/2. Each term
+ * is written once for both element types, in _native_term.h.
+ *
  * Unchecked measures of any mass (kl_rows(..., measures=True), the caller's validate=False):
  * sum(p - q) is no rounding then, and a large q under a small p would make t = q - p + ...,
  * which the mass difference cancels. There an element with e != 0 adds p*log(p/q) whole to
@@ -67,47 +72,6 @@
 
 /* ---- elements ---------------------------------------------------------------------------- */
 
-static KL_INLINE float kl_f32_from_bits(uint32_t b)
-{
-    float x;
-    memcpy(&x, &b, sizeof x);
-    return x;
-}
-
-static KL_INLINE uint32_t kl_f32_bits(float x)
-{
-    uint32_t b;
-    memcpy(&b, &x, sizeof b);
-    return b;
-}
-
-static KL_INLINE double kl_f64_from_bits(uint64_t b)
-{
-    double x;
-    memcpy(&x, &b, sizeof x);
-    return x;
-}
-
-static KL_INLINE uint64_t kl_f64_bits(double x)
-{
-    uint64_t b;
-    memcpy(&b, &x, sizeof b);
-    return b;
-}
-
-/* The fast domain: q normal and finite, p the same or zero. The kernels test only the
- * lower ends: NaN fails every comparison, and an infinite entry makes its row's sum of p or
- * of q infinite, which kl_rows_finish sees. */
-static KL_INLINE int kl_domain_f32(float x, float y)
-{
-    return ((x >= FLT_MIN) | (x == 0.0f)) & (y >= FLT_MIN);
-}
-
-static KL_INLINE int kl_domain_f64(double x, double y)
-{
-    return ((x >= DBL_MIN) | (x == 0.0)) & (y >= DBL_MIN);
-}
-
 /* ln 2 split so that e*LN2_HI is exact for every exponent difference e. */
 #define KL_SQRT2_F32 1.41421356f
 #define KL_LN2_HI_F32 0.693145752f      /* 0x3f317200 */
@@ -116,120 +80,50 @@ static KL_INLINE int kl_domain_f64(double x, double y)
 #define KL_LN2_HI_F64 6.93147180369123816490e-01 /* 0x3fe62e42fee00000 */
 #define KL_LN2_LO_F64 1.90821492927058770002e-10 /* 0x3dea39ef35793c76 */
 
-/* An element's term pieces, by the scheme at the top of the file: t where e == 0 (near), and
- * p*log(p/q), exact to a few ulps. Outside the domain they are garbage, for the caller to
- * make NaN. */
-typedef struct {
-    float near, x_log_ratio;
-    int is_near;
-} kl_pieces_f32;
+/* The element terms, once per element type (_native_term.h says what each macro is). */
+#define KL_T float
+#define KL_BITS_T uint32_t
+#define KL_TN(name) name##_f32
+#define KL_MANT_BITS 23
+#define KL_EXP_MAGIC 8388608.0f /* 2**23 */
+#define KL_MIN FLT_MIN
+#define KL_POLY_TERMS 5
+#define KL_SQRT2 KL_SQRT2_F32
+#define KL_LN2_HI KL_LN2_HI_F32
+#define KL_LN2_LO KL_LN2_LO_F32
+#include "_native_term.h"
+#undef KL_T
+#undef KL_BITS_T
+#undef KL_TN
+#undef KL_MANT_BITS
+#undef KL_EXP_MAGIC
+#undef KL_MIN
+#undef KL_POLY_TERMS
+#undef KL_SQRT2
+#undef KL_LN2_HI
+#undef KL_LN2_LO
 
-typedef struct {
-    double near, x_log_ratio;
-    int is_near;
-} kl_pieces_f64;
-
-static KL_INLINE kl_pieces_f32 kl_split_f32(float x, float y)
-{
-    /* Outside the domain the bits below are garbage, but the term is NaN in the end. */
-    const uint32_t bx = kl_f32_bits(x), by = kl_f32_bits(y);
-    const uint32_t mantissa = 0x007FFFFFu, one = 0x3F800000u;
-    float e = (float)((int32_t)(bx >> 23) - (int32_t)(by >> 23));
-    float mx = kl_f32_from_bits((bx & mantissa) | one);
-    float my = kl_f32_from_bits((by & mantissa) | one);
-    const int up = mx > KL_SQRT2_F32 * my, down = my > KL_SQRT2_F32 * mx;
-    my = up ? 2.0f * my : my;
-    mx = down ? 2.0f * mx : mx;
-    e = up ? e + 1.0f : e;
-    e = down ? e - 1.0f : e;
-    const float s = (mx - my) / (mx + my);
-    const float z = s * s;
-    /* atanh(s) - s = s*z*(1/3 + z/5 + ...): the next term, z**5/13 <= 2e-9, is below float32 */
-    float poly = 1.0f / 11.0f;
-    poly = poly * z + 1.0f / 9.0f;
-    poly = poly * z + 1.0f / 7.0f;
-    poly = poly * z + 1.0f / 5.0f;
-    poly = poly * z + 1.0f / 3.0f;
-    const float a = s * z * poly;
-    const float log_ratio = e * KL_LN2_HI_F32 + (2.0f * s + (2.0f * a + e * KL_LN2_LO_F32));
-    const kl_pieces_f32 pieces = {(x + y) * (z + (1.0f + s) * a), x * log_ratio, e == 0.0f};
-    return pieces;
-}
-
-/* t = p*log(p/q) - (p - q) >= 0. */
-static KL_INLINE float kl_term_f32(float x, float y)
-{
-    const kl_pieces_f32 pieces = kl_split_f32(x, y);
-    float t = pieces.is_near ? pieces.near : pieces.x_log_ratio - (x - y);
-    t = x == 0.0f ? y : t;
-    return kl_domain_f32(x, y) ? t : NAN;
-}
-
-/* For measures of any mass: the term of p*log(p/q) that goes into sum(t), and in *diff the
- * part that goes into sum(p - q). Near p == q they are t and p - q, as in kl_term_f32;
- * elsewhere p*log(p/q) whole and 0, so that no large q makes a large t for the mass
- * difference to cancel. p == 0 gives 0 and 0. */
-static KL_INLINE float kl_measure_term_f32(float x, float y, float *diff)
-{
-    const kl_pieces_f32 pieces = kl_split_f32(x, y);
-    const int near = pieces.is_near & (x != 0.0f);
-    *diff = near ? x - y : 0.0f;
-    float t = near ? pieces.near : pieces.x_log_ratio;
-    t = x == 0.0f ? 0.0f : t;
-    return kl_domain_f32(x, y) ? t : NAN;
-}
-
-static KL_INLINE kl_pieces_f64 kl_split_f64(double x, double y)
-{
-    /* Outside the domain the bits below are garbage, but the term is NaN in the end. */
-    const uint64_t bx = kl_f64_bits(x), by = kl_f64_bits(y);
-    const uint64_t mantissa = 0x000FFFFFFFFFFFFFull, one = 0x3FF0000000000000ull;
-    /* the biased exponents as doubles, without a 64-bit integer conversion: 2**52 + k - 2**52 */
-    const uint64_t magic = 0x4330000000000000ull;
-    double e = kl_f64_from_bits(magic | (bx >> 52)) - kl_f64_from_bits(magic | (by >> 52));
-    double mx = kl_f64_from_bits((bx & mantissa) | one);
-    double my = kl_f64_from_bits((by & mantissa) | one);
-    const int up = mx > KL_SQRT2_F64 * my, down = my > KL_SQRT2_F64 * mx;
-    my = up ? 2.0 * my : my;
-    mx = down ? 2.0 * mx : mx;
-    e = up ? e + 1.0 : e;
-    e = down ? e - 1.0 : e;
-    const double s = (mx - my) / (mx + my);
-    const double z = s * s;
-    /* the next term, z**10/23 <= 2.2e-17, is below float64 */
-    double poly = 1.0 / 21.0;
-    poly = poly * z + 1.0 / 19.0;
-    poly = poly * z + 1.0 / 17.0;
-    poly = poly * z + 1.0 / 15.0;
-    poly = poly * z + 1.0 / 13.0;
-    poly = poly * z + 1.0 / 11.0;
-    poly = poly * z + 1.0 / 9.0;
-    poly = poly * z + 1.0 / 7.0;
-    poly = poly * z + 1.0 / 5.0;
-    poly = poly * z + 1.0 / 3.0;
-    const double a = s * z * poly;
-    const double log_ratio = e * KL_LN2_HI_F64 + (2.0 * s + (2.0 * a + e * KL_LN2_LO_F64));
-    const kl_pieces_f64 pieces = {(x + y) * (z + (1.0 + s) * a), x * log_ratio, e == 0.0};
-    return pieces;
-}
-
-static KL_INLINE double kl_term_f64(double x, double y)
-{
-    const kl_pieces_f64 pieces = kl_split_f64(x, y);
-    double t = pieces.is_near ? pieces.near : pieces.x_log_ratio - (x - y);
-    t = x == 0.0 ? y : t;
-    return kl_domain_f64(x, y) ? t : (double)NAN;
-}
-
-static KL_INLINE double kl_measure_term_f64(double x, double y, double *diff)
-{
-    const kl_pieces_f64 pieces = kl_split_f64(x, y);
-    const int near = pieces.is_near & (x != 0.0);
-    *diff = near ? x - y : 0.0;
-    double t = near ? pieces.near : pieces.x_log_ratio;
-    t = x == 0.0 ? 0.0 : t;
-    return kl_domain_f64(x, y) ? t : (double)NAN;
-}
+#define KL_T double
+#define KL_BITS_T uint64_t
+#define KL_TN(name) name##_f64
+#define KL_MANT_BITS 52
+#define KL_EXP_MAGIC 4503599627370496.0 /* 2**52 */
+#define KL_MIN DBL_MIN
+#define KL_POLY_TERMS 10
+#define KL_SQRT2 KL_SQRT2_F64
+#define KL_LN2_HI KL_LN2_HI_F64
+#define KL_LN2_LO KL_LN2_LO_F64
+#include "_native_term.h"
+#undef KL_T
+#undef KL_BITS_T
+#undef KL_TN
+#undef KL_MANT_BITS
+#undef KL_EXP_MAGIC
+#undef KL_MIN
+#undef KL_POLY_TERMS
+#undef KL_SQRT2
+#undef KL_LN2_HI
+#undef KL_LN2_LO
 
 /* exp(x + x_lo) for x <= 0 in float32, x_lo a rounding error of x (|x_lo| <= ulp(x)/2), flushed
  * to 0 below -87.3 (a probability under 1e-38 of the row's largest): x = k*ln2 + r,
@@ -252,7 +146,7 @@ static KL_INLINE float kl_exp_nonpositive_f32(float x, float x_lo)
     poly = poly * r + 1.0f;
     poly = poly * r + 1.0f;
     const int32_t scale = ((int32_t)k + 127) << 23;
-    const float result = poly * kl_f32_from_bits((uint32_t)(x >= KL_EXP_MIN_F32 ? scale : 0));
+    const float result = poly * kl_from_bits_f32((uint32_t)(x >= KL_EXP_MIN_F32 ? scale : 0));
     return x >= KL_EXP_MIN_F32 ? result : 0.0f;
 }
 
@@ -342,12 +236,14 @@ typedef void (*kl_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, P
 typedef void (*kl_logit_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, Py_ssize_t,
                                  Py_ssize_t, float *, void *, char);
 
+/* The divergences of the row kernels, in the order of kl_variant.rows and KL_OP_NAMES. */
+enum { KL_OP_KL, KL_OP_ENTROPY, KL_OP_CROSS, KL_OP_JS, KL_N_OPS };
+static const char *const KL_OP_NAMES[KL_N_OPS] = {"kl", "entropy", "cross_entropy", "js"};
+
 typedef struct {
     const char *name;
-    kl_rows_fn f32;
-    kl_rows_fn f64;
-    kl_rows_fn measure_f32;
-    kl_rows_fn measure_f64;
+    kl_rows_fn rows[KL_N_OPS][2]; /* [divergence][0: float32, 1: float64] */
+    kl_rows_fn measure[2];
     kl_logit_rows_fn logits_f32;
     int supported;
 } kl_variant;
@@ -370,16 +266,22 @@ typedef struct {
 #define KL_ATTR
 #include "_native_variant.h"
 
+/* A variant's entry of kl_variants: its name, kernels and whether the CPU runs it. */
+#define KL_PAIR(op, v) {KL_NAME(kl_rows, op##_f32, v), KL_NAME(kl_rows, op##_f64, v)}
+#define KL_VARIANT_ENTRY(label, v, supported)                                                \
+    {label,                                                                                  \
+     {KL_PAIR(kl, v), KL_PAIR(entropy, v), KL_PAIR(cross, v), KL_PAIR(js, v)},               \
+     {KL_NAME(kl_measure_rows, kl_f32, v), KL_NAME(kl_measure_rows, kl_f64, v)},             \
+     KL_NAME(kl_logit_rows, f32, v),                                                         \
+     supported}
+
 /* Best first; `supported` is filled in when the module loads. */
 static kl_variant kl_variants[] = {
 #ifdef KL_X86_VARIANTS
-    {"x86-64-v4", kl_rows_f32_x86_64_v4, kl_rows_f64_x86_64_v4, kl_measure_rows_f32_x86_64_v4,
-     kl_measure_rows_f64_x86_64_v4, kl_logit_rows_f32_x86_64_v4, 0},
-    {"x86-64-v3", kl_rows_f32_x86_64_v3, kl_rows_f64_x86_64_v3, kl_measure_rows_f32_x86_64_v3,
-     kl_measure_rows_f64_x86_64_v3, kl_logit_rows_f32_x86_64_v3, 0},
+    KL_VARIANT_ENTRY("x86-64-v4", x86_64_v4, 0),
+    KL_VARIANT_ENTRY("x86-64-v3", x86_64_v3, 0),
 #endif
-    {"baseline", kl_rows_f32_baseline, kl_rows_f64_baseline, kl_measure_rows_f32_baseline,
-     kl_measure_rows_f64_baseline, kl_logit_rows_f32_baseline, 1},
+    KL_VARIANT_ENTRY("baseline", baseline, 1),
 };
 
 #define KL_N_VARIANTS ((int)(sizeof kl_variants / sizeof kl_variants[0]))
@@ -506,27 +408,42 @@ static int kl_rows_finish(kl_rows_fn run, const Py_buffer *p, const Py_buffer *q
 }
 
 PyDoc_STRVAR(kl_rows_doc,
-             "kl_rows(p, q, out, tolerance=None, variant=None, *, measures=False)\n"
+             "kl_rows(p, q, out, tolerance=None, variant=None, *, measures=False, op='kl')\n"
              "--\n\n"
              "For each row r of the 2-D float32 or float64 arrays p and q (same shape and\n"
              "dtype, each row contiguous, any row stride), write out[r] = KL(p[r] || q[r])\n"
              "into the C-contiguous 1-D float32 or float64 array out, or NaN for a row to\n"
              "redo: one holding an element outside the fast domain (q not a positive normal\n"
-             "float; p not one or zero), or whose arithmetic overflowed. measures=True\n"
-             "takes rows of any mass (unchecked input): each term far from p == q enters\n"
-             "whole, so that sum(t) never cancels against sum(p - q). With a tolerance, KLs\n"
-             "below 0 are written as 0, and the result says whether a row not to redo has\n"
-             "sum(p) or sum(q) off 1 by more than it. variant names one of variants();\n"
-             "None takes the first. Releases the GIL.");
+             "float; p not one or zero), or whose arithmetic overflowed. op names another\n"
+             "divergence of p and q: 'entropy' (of p; pass p as q too), 'cross_entropy' or\n"
+             "'js'. measures=True (op='kl' only) takes rows of any mass (unchecked input):\n"
+             "each term far from p == q enters whole, so that sum(t) never cancels against\n"
+             "sum(p - q). With a tolerance, values below 0 are written as 0, and the result\n"
+             "says whether a row not to redo has sum(p) or sum(q) off 1 by more than it.\n"
+             "variant names one of variants(); None takes the first. Releases the GIL.");
 
 static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"p", "q", "out", "tolerance", "variant", "measures", NULL};
+    static char *keywords[] = {"p", "q", "out", "tolerance", "variant", "measures", "op", NULL};
     PyObject *p_obj, *q_obj, *out_obj, *tolerance_obj = Py_None, *variant_obj = Py_None;
     int measures = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO$p:kl_rows", keywords, &p_obj,
+    const char *op_name = "kl";
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO$ps:kl_rows", keywords, &p_obj,
                                      &q_obj, &out_obj, &tolerance_obj, &variant_obj,
-                                     &measures)) {
+                                     &measures, &op_name)) {
+        return NULL;
+    }
+    int op = 0;
+    while (op < KL_N_OPS && strcmp(op_name, KL_OP_NAMES[op]) != 0) {
+        op++;
+    }
+    if (op == KL_N_OPS) {
+        PyErr_Format(PyExc_ValueError,
+                     "op '%s' is not one of 'kl', 'entropy', 'cross_entropy', 'js'", op_name);
+        return NULL;
+    }
+    if (measures && op != KL_OP_KL) {
+        PyErr_SetString(PyExc_ValueError, "measures=True is for op='kl' only");
         return NULL;
     }
     const kl_variant *variant = kl_find_variant(variant_obj);
@@ -561,8 +478,8 @@ static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *
                         "out must be a 1-D float32 or float64 array of one element per row");
     }
     else {
-        const kl_rows_fn run = measures ? (kind == 'f' ? variant->measure_f32 : variant->measure_f64)
-                                        : (kind == 'f' ? variant->f32 : variant->f64);
+        const int type = kind == 'f' ? 0 : 1;
+        const kl_rows_fn run = measures ? variant->measure[type] : variant->rows[op][type];
         int off;
         Py_BEGIN_ALLOW_THREADS
         off = kl_rows_finish(run, p, q, out->buf, out_kind, tolerance);

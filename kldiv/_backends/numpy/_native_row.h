@@ -1,13 +1,17 @@
-/* The row kernels of _native.c for one instruction-set variant and one element type.
- * _native.c includes this file once per (variant, type) with these defined:
- *   KL_FN(name)   the function name for this variant and type (kl_rows_f32_x86_64_v4, ...);
+/* The row kernels of _native.c for one instruction-set variant, element type and divergence.
+ * _native_variant.h includes this file once per (variant, type, divergence) with these
+ * defined:
+ *   KL_FN(name)   the function name for them (kl_rows_kl_f32_x86_64_v4, ...);
  *   KL_ATTR       the variant's target attribute, or nothing;
- *   KL_T          float or double, and KL_DOMAIN, KL_TERM its element functions.
+ *   KL_T          float or double;
+ *   KL_TERM       the divergence's element term, >= 0 for distributions (_native_term.h);
+ *   KL_DIFFS      1 for KL, whose value is sum(t) + sum(p - q), else 0 (the value is sum(t)),
+ *                 and with KL_DIFFS, KL_MEASURE_TERM for kl_measure_rows.
  *
  * KL_FN(kl_rows) reduces `rows` rows of n elements, row r starting r*p_stride bytes after p
- * (and r*q_stride after q), to res[3r] = KL(p || q), res[3r + 1] = sum(p) and res[3r + 2] =
- * sum(q). An element outside the fast domain (see _native.c) has a NaN term, which makes its
- * row's KL NaN, or for an infinite entry makes a sum infinite: no flag is kept apart.
+ * (and r*q_stride after q), to res[3r] = the divergence, res[3r + 1] = sum(p) and res[3r + 2]
+ * = sum(q). An element outside the fast domain (see _native.c) has a NaN term, which makes
+ * its row's value NaN, or for an infinite entry makes a sum infinite: no flag is kept apart.
  *
  * Each chunk of CHUNK elements goes through two vector loops: the terms t >= 0 into a small
  * array, then the float64 sums of t, of p, of q and of the differences p - q, lane by lane
@@ -43,10 +47,12 @@ KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q
         sq += (double)q[i];
     }
     kl_neumaier(&acc[0], &acc[1], t);
+#if KL_DIFFS
     kl_neumaier(&acc[2], &acc[3], sp - sq);
+#endif
     acc[4] += sp;
     acc[5] += sq;
-#else
+#elif KL_DIFFS
     /* float64 input: each p - q is exact near p == q, but their sum is what near-identical
      * rows cancel in, so each lane sums it without error (TwoSum), and the lanes are joined
      * with compensation */
@@ -74,6 +80,18 @@ KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q
         acc[4] += sp[l];
         acc[5] += sq[l];
     }
+#else
+    /* float64 terms of one sign: plain lanes, the chunks joined with compensation */
+    double t = 0.0, sp = 0.0, sq = 0.0;
+#pragma omp simd reduction(+ : t, sp, sq)
+    for (Py_ssize_t i = 0; i < m; i++) {
+        t += terms[i];
+        sp += p[i];
+        sq += q[i];
+    }
+    kl_neumaier(&acc[0], &acc[1], t);
+    acc[4] += sp;
+    acc[5] += sq;
 #endif
 }
 
@@ -87,7 +105,7 @@ KL_ATTR static void KL_FN(kl_rows_lanes)(const char *p, Py_ssize_t p_stride, con
     const Py_ssize_t size = (Py_ssize_t)sizeof(KL_T);
     for (Py_ssize_t r0 = 0; r0 < rows; r0 += KL_ROW_LANES) {
         double t[KL_ROW_LANES] = {0}, sp[KL_ROW_LANES] = {0}, sq[KL_ROW_LANES] = {0};
-#if !KL_EXACT_DIFFS
+#if KL_DIFFS && !KL_EXACT_DIFFS
         double d[KL_ROW_LANES] = {0}, d_err[KL_ROW_LANES] = {0};
 #endif
         for (Py_ssize_t i = 0; i < n; i++) {
@@ -99,14 +117,16 @@ KL_ATTR static void KL_FN(kl_rows_lanes)(const char *p, Py_ssize_t p_stride, con
                 t[j] += (double)KL_TERM(x, y);
                 sp[j] += (double)x;
                 sq[j] += (double)y;
-#if !KL_EXACT_DIFFS
+#if KL_DIFFS && !KL_EXACT_DIFFS
                 kl_two_sum(&d[j], &d_err[j], x - y);
 #endif
             }
         }
         for (int j = 0; j < KL_ROW_LANES; j++) {
             double *out = res + 3 * (r0 + j);
-#if KL_EXACT_DIFFS
+#if !KL_DIFFS
+            out[0] = t[j];
+#elif KL_EXACT_DIFFS
             out[0] = t[j] + (sp[j] - sq[j]); /* float32: both sums exact, or within 1e-16 */
 #else
             out[0] = t[j] + (d[j] + d_err[j]);
@@ -147,6 +167,7 @@ KL_ATTR static void KL_FN(kl_rows)(const char *p, Py_ssize_t p_stride, const cha
     }
 }
 
+#if KL_DIFFS
 /* KL_FN(kl_measure_rows): as kl_rows, for unchecked measures of any mass (the caller's
  * validate=False). Each element's KL_MEASURE_TERM goes into sum(t), and the part of its mass
  * difference it leaves, p - q near p == q and 0 elsewhere, into sum(p - q): a large q under a
@@ -218,3 +239,4 @@ KL_ATTR static void KL_FN(kl_measure_rows)(const char *p, Py_ssize_t p_stride, c
         out[2] = acc[5];
     }
 }
+#endif

@@ -1,11 +1,14 @@
-"""The short path: ``kl_div`` of small arrays in one compiled call, and nothing else.
+"""The short path: the compiled reductions of small arrays in one compiled call, and nothing
+else.
 
 On a ``(2, 3)`` input the full path (namespace, dispatch, checks, row views, thread pool,
 redone rows) costs some 60 microseconds of Python, twenty times the arithmetic of the naive
-``np.sum(p * np.log(p / q), -1)``. Two NumPy arrays, or two plain CPU tensors that need no
-gradient, of one float dtype and shape, C-contiguous, reduced along their last axis, and
-smaller than a thread pool pays for (``kldiv.get_options().parallel_min``) go straight to the
-compiled kernel, which checks them as it goes. Anything else, and any result the kernel does
+``np.sum(p * np.log(p / q), -1)``. For ``kl_div``, ``entropy``, ``cross_entropy`` and
+``js_div`` (those with a compiled kernel, :data:`kldiv._backends.numpy._FUSED`), NumPy arrays,
+or plain CPU tensors that need no gradient, of one float dtype and shape, C-contiguous,
+reduced along their last axis, and smaller than a thread pool pays for
+(``kldiv.get_options().parallel_min``) go straight to the compiled kernel, which checks them
+as it goes. Anything else, and any result the kernel does
 not vouch for (a flagged check, a row left NaN), returns None, and the full path runs from
 the start: the checks name the problem there, and its tiles redo the rows.
 """
@@ -37,19 +40,25 @@ def _plain_cpu_tensor(x: Any) -> bool:
     return _compat._torch_values_are_readable(x)
 
 
-def kl_div(
-    p: Any, q: Any, axis: Any, keepdims: bool, base: float | None, validate: bool
+def reduction(
+    name: str,
+    arrays: tuple[Any, ...],
+    axis: Any,
+    keepdims: bool,
+    base: float | None,
+    validate: bool,
 ) -> Array | None:
-    """``kldiv.kl_div(p, q, ...)`` where the short path takes it, else None."""
+    """``kldiv.<name>(*arrays, ...)`` where the short path takes it, else None."""
     native = _numpy_path._kernels()
     if native is None:
         return None
-    if type(p) is np.ndarray and type(q) is np.ndarray:
-        pa, qa, tensor = p, q, False
-    elif _plain_cpu_tensor(p) and _plain_cpu_tensor(q):
-        pa, qa, tensor = p.detach().numpy(), q.detach().numpy(), True
+    if all(type(x) is np.ndarray for x in arrays):
+        tensor = False
+    elif all(_plain_cpu_tensor(x) for x in arrays):
+        arrays, tensor = tuple(x.detach().numpy() for x in arrays), True
     else:
         return None
+    pa, qa = arrays if len(arrays) == 2 else (arrays[0], arrays[0])
     shape = pa.shape
     if (
         pa.dtype not in _numpy_path._NATIVE_DTYPES
@@ -67,7 +76,12 @@ def kl_div(
     out = np.empty(pa.size // n, dtype=pa.dtype)
     tolerance = v.sum_tolerance(pa.dtype, n, np) if validate else None
     flagged = native.kl_rows(
-        pa.reshape(-1, n), qa.reshape(-1, n), out, tolerance, measures=not validate
+        pa.reshape(-1, n),
+        qa.reshape(-1, n),
+        out,
+        tolerance,
+        measures=name == "kl_div" and not validate,
+        op=_numpy_path._FUSED[name].op,
     )
     if flagged or np.isnan(out).any():
         return None

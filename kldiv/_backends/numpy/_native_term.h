@@ -1,0 +1,163 @@
+/* The element terms of _native.c, written once for both element types. _native.c includes
+ * this file twice, with these defined:
+ *   KL_T, KL_BITS_T   float and uint32_t, or double and uint64_t;
+ *   KL_TN(name)       name with the type's suffix (kl_term_f32, ...);
+ *   KL_MANT_BITS      23 or 52, the mantissa's width;
+ *   KL_EXP_MAGIC      the bits of 2**KL_MANT_BITS, whose low bits an integer fills in;
+ *   KL_MIN            FLT_MIN or DBL_MIN, the least normal float;
+ *   KL_POLY_TERMS     5 or 10: the terms of atanh(s) - s the type's precision needs;
+ *   KL_SQRT2, KL_LN2_HI, KL_LN2_LO  the constants of the split below.
+ * C has no templates; a header included once per type keeps one definition of each term
+ * (C++ would need a C++ compiler at install for one function of each kind). */
+
+static KL_INLINE KL_T KL_TN(kl_from_bits)(KL_BITS_T b)
+{
+    KL_T x;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+
+static KL_INLINE KL_BITS_T KL_TN(kl_bits)(KL_T x)
+{
+    KL_BITS_T b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
+
+/* The fast domain: q normal and finite, p the same or zero. The kernels test only the
+ * lower ends: NaN fails every comparison, and an infinite entry makes its row's sum of p or
+ * of q infinite, which kl_rows_finish sees. */
+static KL_INLINE int KL_TN(kl_domain)(KL_T x, KL_T y)
+{
+    return ((x >= KL_MIN) | (x == (KL_T)0)) & (y >= KL_MIN);
+}
+
+/* An element's pieces, by the scheme at the top of _native.c: log(p/q) exact to a few ulps,
+ * p*log(p/q), and t = p*log(p/q) - (p - q) where the exponents agree (near). Outside the
+ * domain they are garbage, for the caller to make NaN. */
+typedef struct {
+    KL_T near, x_log_ratio, log_ratio;
+    int is_near;
+} KL_TN(kl_pieces);
+
+static KL_INLINE KL_TN(kl_pieces) KL_TN(kl_split)(KL_T x, KL_T y)
+{
+    const KL_BITS_T bx = KL_TN(kl_bits)(x), by = KL_TN(kl_bits)(y);
+    const KL_BITS_T mantissa = ((KL_BITS_T)1 << KL_MANT_BITS) - 1;
+    const KL_BITS_T one = KL_TN(kl_bits)((KL_T)1);
+    const KL_BITS_T magic = KL_TN(kl_bits)(KL_EXP_MAGIC);
+    /* the biased exponents as floats, without an integer conversion: 2**m + k - 2**m */
+    KL_T e = KL_TN(kl_from_bits)(magic | (bx >> KL_MANT_BITS)) -
+             KL_TN(kl_from_bits)(magic | (by >> KL_MANT_BITS));
+    KL_T mx = KL_TN(kl_from_bits)((bx & mantissa) | one);
+    KL_T my = KL_TN(kl_from_bits)((by & mantissa) | one);
+    const int up = mx > KL_SQRT2 * my, down = my > KL_SQRT2 * mx;
+    my = up ? (KL_T)2 * my : my;
+    mx = down ? (KL_T)2 * mx : mx;
+    e = up ? e + (KL_T)1 : e;
+    e = down ? e - (KL_T)1 : e;
+    const KL_T s = (mx - my) / (mx + my);
+    const KL_T z = s * s;
+    /* atanh(s) - s = s*z*(1/3 + z/5 + ...); |s| <= 0.1716, so the first term left out,
+     * z**KL_POLY_TERMS/(2*KL_POLY_TERMS + 3), is below the type's rounding (float32: 2e-9,
+     * float64: 2.2e-17) */
+    KL_T poly = 0;
+    for (int k = KL_POLY_TERMS - 1; k >= 0; k--) {
+        poly = poly * z + (KL_T)1 / (KL_T)(2 * k + 3);
+    }
+    const KL_T a = s * z * poly;
+    const KL_T log_ratio = e * KL_LN2_HI + ((KL_T)2 * s + ((KL_T)2 * a + e * KL_LN2_LO));
+    const KL_TN(kl_pieces) pieces = {(x + y) * (z + ((KL_T)1 + s) * a), x * log_ratio,
+                                     log_ratio, e == (KL_T)0};
+    return pieces;
+}
+
+/* t = p*log(p/q) - (p - q) >= 0. */
+static KL_INLINE KL_T KL_TN(kl_term)(KL_T x, KL_T y)
+{
+    const KL_TN(kl_pieces) pieces = KL_TN(kl_split)(x, y);
+    KL_T t = pieces.is_near ? pieces.near : pieces.x_log_ratio - (x - y);
+    t = x == (KL_T)0 ? y : t;
+    return KL_TN(kl_domain)(x, y) ? t : (KL_T)NAN;
+}
+
+/* For measures of any mass: the term of p*log(p/q) that goes into sum(t), and in *diff the
+ * part that goes into sum(p - q). Near p == q they are t and p - q, as in kl_term;
+ * elsewhere p*log(p/q) whole and 0, so that no large q makes a large t for the mass
+ * difference to cancel. p == 0 gives 0 and 0. */
+static KL_INLINE KL_T KL_TN(kl_measure_term)(KL_T x, KL_T y, KL_T *diff)
+{
+    const KL_TN(kl_pieces) pieces = KL_TN(kl_split)(x, y);
+    const int near = pieces.is_near & (x != (KL_T)0);
+    *diff = near ? x - y : (KL_T)0;
+    KL_T t = near ? pieces.near : pieces.x_log_ratio;
+    t = x == (KL_T)0 ? (KL_T)0 : t;
+    return KL_TN(kl_domain)(x, y) ? t : (KL_T)NAN;
+}
+
+/* log(x) for a positive normal x, exact to a few ulps, by the split of kl_split with a ratio
+ * to 1: x = 2**e * m with m in [1/sqrt(2), sqrt(2)), one comparison rather than two, and
+ * log(m) = 2*atanh(s), s = (m - 1)/(m + 1). Garbage outside that domain. */
+static KL_INLINE KL_T KL_TN(kl_log)(KL_T x)
+{
+    const KL_BITS_T bx = KL_TN(kl_bits)(x);
+    const KL_BITS_T mantissa = ((KL_BITS_T)1 << KL_MANT_BITS) - 1;
+    const KL_BITS_T one = KL_TN(kl_bits)((KL_T)1);
+    const KL_BITS_T magic = KL_TN(kl_bits)(KL_EXP_MAGIC);
+    const KL_T bias = KL_TN(kl_from_bits)(magic | (one >> KL_MANT_BITS));
+    KL_T e = KL_TN(kl_from_bits)(magic | (bx >> KL_MANT_BITS)) - bias;
+    KL_T mx = KL_TN(kl_from_bits)((bx & mantissa) | one);
+    const int down = mx >= KL_SQRT2;
+    mx = down ? (KL_T)0.5 * mx : mx;
+    e = down ? e + (KL_T)1 : e;
+    const KL_T s = (mx - (KL_T)1) / (mx + (KL_T)1);
+    const KL_T z = s * s;
+    KL_T poly = 0;
+    for (int k = KL_POLY_TERMS - 1; k >= 0; k--) {
+        poly = poly * z + (KL_T)1 / (KL_T)(2 * k + 3);
+    }
+    return e * KL_LN2_HI + ((KL_T)2 * s + ((KL_T)2 * (s * z * poly) + e * KL_LN2_LO));
+}
+
+/* -p*log(p), 0 at p == 0: entropy's term, >= 0 for p <= 1 (y is ignored: the row kernels
+ * pass p twice). */
+static KL_INLINE KL_T KL_TN(entropy_term)(KL_T x, KL_T y)
+{
+    (void)y;
+    const KL_T t = x == (KL_T)0 ? (KL_T)0 : -(x * KL_TN(kl_log)(x));
+    return (x >= KL_MIN) | (x == (KL_T)0) ? t : (KL_T)NAN;
+}
+
+/* -p*log(q), 0 at p == 0 whatever q >= 0 (zeros of both at once are common in sparse
+ * rows): cross entropy's term, >= 0 for q <= 1. */
+static KL_INLINE KL_T KL_TN(cross_term)(KL_T x, KL_T y)
+{
+    const int zero = x == (KL_T)0;
+    const KL_T t = zero ? (KL_T)0 : -(x * KL_TN(kl_log)(y));
+    return KL_TN(kl_domain)(x, y) | (zero & (y >= (KL_T)0)) ? t : (KL_T)NAN;
+}
+
+/* The Jensen-Shannon term, (p*log(p/m) + q*log(q/m))/2 with m = (p + q)/2, >= 0.
+ * With u = (p - q)/(p + q), exact to a rounding (p - q is exact near p == q), p/m = 1 + u and
+ * q/m = 1 - u, and the term is m/2 * g(u), g(u) = (1 + u)log(1 + u) + (1 - u)log(1 - u)
+ * = u**2 * sum over k >= 1 of u**(2k - 2)/(k(2k - 1)): near p == q (|u| < 1/8) by that series,
+ * whose first term left out is below the type's rounding (float32: 1.3e-9 relative, float64:
+ * 2.3e-17), so that near-identical rows keep their digits; m enters only as a factor. Beyond,
+ * as (t(p, m) + t(q, m))/2 (kl_term; sum(p - m) + sum(q - m) = 0, so JS is the sum of these
+ * alone, for measures of any mass too), which a rounding of m changes by (eps/u)**2 relative
+ * at most. p == q == 0 gives 0. */
+static KL_INLINE KL_T KL_TN(js_term)(KL_T x, KL_T y)
+{
+    const KL_T sum = x + y, m = (KL_T)0.5 * sum;
+    const KL_T u = (x - y) / sum, z = u * u;
+    KL_T poly = 0;
+    for (int k = KL_POLY_TERMS; k >= 1; k--) {
+        poly = poly * z + (KL_T)1 / (KL_T)(k * (2 * k - 1));
+    }
+    const KL_T near = (KL_T)0.5 * m * (z * poly);
+    const KL_T far = (KL_T)0.5 * (KL_TN(kl_term)(x, m) + KL_TN(kl_term)(y, m));
+    const KL_T t = (u < (KL_T)0.125) & (u > (KL_T)-0.125) ? near : far;
+    /* a bad or out-of-domain entry is NaN whichever form is taken */
+    const int ok = KL_TN(kl_domain)(x, m) & KL_TN(kl_domain)(y, m);
+    return (x == (KL_T)0) & (y == (KL_T)0) ? (KL_T)0 : (ok ? t : (KL_T)NAN);
+}
