@@ -10,6 +10,7 @@ dtype (so ``kldiv``'s default validation accepts them), built from a fixed seed:
 * W1 ``(4096, 1000)`` float32, W2 the same in float64, W3 ``(64, 32000)`` float32,
   W4 ``(1_000_000, 10)`` float32, W5 ``(16, 1_000_000)`` float32: probabilities.
 * W1-logits and W3-logits: the shapes of W1 and W3, logits ``3 * standard normal``.
+* W1-entropy, W1-cross_entropy, W1-js_div: W1's rows, through the other reductions.
 
 Every side of a workload runs in this one process on the same arrays. Each side is called once
 to warm up (and its result is compared with ``kldiv``'s, so that a wrong expression cannot
@@ -27,12 +28,19 @@ NumPy path, what runs where no compiler was present at install); naive NumPy
 ``np.sum(p * np.log(p / q), axis=-1)``; ``scipy.special.rel_entr(p, q).sum(-1)``;
 ``scipy.stats.entropy(p, q, axis=-1)`` (which also renormalises both arguments);
 PyTorch ``F.kl_div(q.log(), p, reduction="none").sum(-1)`` on ``torch.from_numpy`` views made
-before timing, at PyTorch's default thread count (NumPy runs on one thread); and two floors:
+before timing, at PyTorch's default thread count (NumPy runs on one thread); ``jax_jit``, the
+jitted ``jnp.sum(p * jnp.log(p / q), -1)`` on JAX arrays made before timing (the user's other
+fast choice on a CPU; it checks nothing, and keeps fewer digits for near-identical rows),
+where JAX is installed; and two floors:
 
 * ``floor_log``: ``np.log(p, out=buf)`` into a preallocated buffer, one transcendental
   pass over one input: what any exact KL must at least pay.
 * ``floor_read``: ``p.sum(); q.sum()``, two SIMD pairwise reductions that stream each input
   from memory once and compute almost nothing: the memory-bandwidth floor.
+
+Sides, the other reductions: ``kldiv``, ``kldiv_numpy``, the textbook NumPy expression
+(``-sum(p*log(p))``, ``-sum(p*log(q))``, and JS by its two KL sums against ``m = (p + q)/2``),
+PyTorch's and JAX's (jitted) of the same expression.
 
 Sides, logits: ``kldiv.kl_div_logits(a, b)``; naive NumPy with
 ``scipy.special.log_softmax`` on both and ``np.sum(np.exp(la) * (la - lb), -1)``; PyTorch
@@ -120,6 +128,7 @@ class Workload:
     dtype: type[np.floating[Any]]
     logits: bool
     seed: int
+    function: str = "kl_div"
 
     @property
     def elements(self) -> int:
@@ -142,8 +151,12 @@ _QUICK = {
 }
 
 
+# The reductions besides kl_div, each on W1's rows
+FUNCTIONS = ("entropy", "cross_entropy", "js_div")
+
+
 def workloads(quick: bool) -> list[Workload]:
-    """The seven workloads, at full size or at the smoke test's size."""
+    """The ten workloads, at full size or at the smoke test's size."""
     shapes = _QUICK if quick else _FULL
     dtypes = {"W2": np.float64}
     probs = [
@@ -154,7 +167,10 @@ def workloads(quick: bool) -> list[Workload]:
         Workload(f"{name}-logits", shapes[name], np.float32, True, 100 + seed)
         for seed, name in enumerate(("W1", "W3"))
     ]
-    return probs + logits
+    functions = [
+        Workload(f"W1-{name}", shapes["W1"], np.float32, False, 0, name) for name in FUNCTIONS
+    ]
+    return probs + logits + functions
 
 
 def make_inputs(w: Workload) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +196,19 @@ def naive_logits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(np.exp(la) * (la - lb), axis=-1)
 
 
+def jax_side(expression: Callable[..., Any], *arrays: np.ndarray) -> dict[str, Side]:
+    """``{"jax_jit": ...}``: ``expression`` jitted, on JAX copies of the arrays made now;
+    nothing where JAX is not installed."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return {}
+    on_jax = [jnp.asarray(x) for x in arrays]
+    jitted = jax.jit(lambda *xs: expression(jnp, *xs))
+    return {"jax_jit": lambda: jitted(*on_jax).block_until_ready()}
+
+
 def probability_sides(p: np.ndarray, q: np.ndarray) -> dict[str, Side]:
     tp, tq = torch.from_numpy(p), torch.from_numpy(q)
     buf = np.empty_like(p)
@@ -190,8 +219,32 @@ def probability_sides(p: np.ndarray, q: np.ndarray) -> dict[str, Side]:
         "scipy_rel_entr": lambda: scipy.special.rel_entr(p, q).sum(-1),
         "scipy_entropy": lambda: scipy.stats.entropy(p, q, axis=-1),
         "torch": lambda: F.kl_div(tq.log(), tp, reduction="none").sum(-1),
+        **jax_side(lambda xp, a, b: xp.sum(a * xp.log(a / b), axis=-1), p, q),
         "floor_log": lambda: np.log(p, out=buf),
         "floor_read": lambda: (p.sum(), q.sum()),
+    }
+
+
+# The textbook expression of each of FUNCTIONS, in any of NumPy, torch and jax.numpy
+NAIVE: dict[str, Callable[..., Any]] = {
+    "entropy": lambda xp, p, q: -(p * xp.log(p)).sum(-1),
+    "cross_entropy": lambda xp, p, q: -(p * xp.log(q)).sum(-1),
+    "js_div": lambda xp, p, q: (
+        ((p * xp.log(p / ((p + q) / 2))).sum(-1) + (q * xp.log(q / ((p + q) / 2))).sum(-1)) / 2
+    ),
+}
+
+
+def function_sides(name: str, p: np.ndarray, q: np.ndarray) -> dict[str, Side]:
+    func = getattr(kldiv, name)
+    args = (p,) if name == "entropy" else (p, q)
+    tp, tq = torch.from_numpy(p), torch.from_numpy(q)
+    return {
+        "kldiv": lambda: func(*args),
+        "kldiv_numpy": numpy_only(lambda: func(*args)),
+        "numpy_naive": lambda: NAIVE[name](np, p, q),
+        "torch": lambda: NAIVE[name](torch, tp, tq),
+        **jax_side(NAIVE[name], p, q),
     }
 
 
@@ -210,7 +263,15 @@ FLOORS = ("floor_log", "floor_read")
 
 
 def sides_for(w: Workload, x: np.ndarray, y: np.ndarray) -> dict[str, Side]:
-    return logit_sides(x, y) if w.logits else probability_sides(x, y)
+    if w.logits:
+        return logit_sides(x, y)
+    if w.function != "kl_div":
+        return function_sides(w.function, x, y)
+    return probability_sides(x, y)
+
+
+# Sides whose allocations tracemalloc cannot see (their own allocators)
+UNTRACED = ("torch", "jax_jit")
 
 
 # --- timing ---------------------------------------------------------------------------------
@@ -326,6 +387,7 @@ def run_workload(w: Workload, repeat: int) -> dict[str, Any]:
         "shape": list(w.shape),
         "dtype": np.dtype(w.dtype).name,
         "form": "logits" if w.logits else "probabilities",
+        "function": "kl_div_logits" if w.logits else w.function,
         "elements": w.elements,
         "sides": {},
     }
@@ -336,7 +398,7 @@ def run_workload(w: Workload, repeat: int) -> dict[str, Any]:
             "ns_per_element": medians[name] / w.elements * 1e9,
             "spread": (max(samples[name]) - min(samples[name])) / medians[name],
             "ratio_to_naive": medians[name] / medians["numpy_naive"],
-            "peak_extra_bytes_tracemalloc": None if name == "torch" else traced_peak(fn),
+            "peak_extra_bytes_tracemalloc": None if name in UNTRACED else traced_peak(fn),
             "peak_extra_bytes_rss": None,
             "max_rel_diff_vs_kldiv": diffs[name],
         }
@@ -349,6 +411,7 @@ def run_workload(w: Workload, repeat: int) -> dict[str, Any]:
 
 
 _RATIO_LIMITS = {"W1": 0.45, "W2": 0.35, "W3": 0.5, "W4": 0.3, "W5": 0.4}
+_FUNCTION_LIMITS = {"entropy": 0.5, "cross_entropy": 0.5, "js_div": 0.35}
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
@@ -366,6 +429,17 @@ def targets(results: dict[str, Any]) -> list[Target]:
         out.append(Target(f"{name}: kldiv / naive log_softmax", ratio, "<=", 0.5))
         torch_ratio = kl(name)["median_s"] / results[name]["sides"]["torch"]["median_s"]
         out.append(Target(f"{name}: kldiv / torch (faster)", torch_ratio, "<", 1.0))
+    for name in _RATIO_LIMITS:
+        jax_jit = results[name]["sides"].get("jax_jit")
+        if jax_jit is not None:  # the aim: no slower than JAX's jitted one-liner, and exact
+            ratio = kl(name)["median_s"] / jax_jit["median_s"]
+            out.append(Target(f"{name}: kldiv / JAX jit naive", ratio, "<=", 1.0))
+    for name, limit in _FUNCTION_LIMITS.items():
+        out.append(
+            Target(
+                f"W1-{name}: kldiv / naive NumPy", kl(f"W1-{name}")["ratio_to_naive"], "<=", limit
+            )
+        )
     floor = results["W1"]["kldiv_ratio_to_log_floor"]
     out.append(Target("W1: kldiv / np.log floor", floor, "<=", 1.6))
     peak = kl("W1")["peak_extra_bytes_tracemalloc"]
@@ -422,7 +496,8 @@ def report(data: dict[str, Any], goals: list[Target]) -> str:
     ]
     for name, result in data["workloads"].items():
         shape = "x".join(str(n) for n in result["shape"])
-        parts += [f"## {name}: {shape} {result['dtype']} {result['form']}", ""]
+        what = result["form"] if result["function"] == "kl_div" else result["function"]
+        parts += [f"## {name}: {shape} {result['dtype']} {what}", ""]
         parts.append(workload_table(result))
         if result["kldiv_ratio_to_log_floor"] is not None:
             parts += ["", f"kldiv / floor_log = {result['kldiv_ratio_to_log_floor']:.2f}"]

@@ -8,14 +8,18 @@ machine and on the kldiv being measured.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-WORKLOADS = {"W1", "W2", "W3", "W4", "W5", "W1-logits", "W3-logits"}
-PROBABILITY_SIDES = {
+FUNCTIONS = {"W1-entropy", "W1-cross_entropy", "W1-js_div"}
+WORKLOADS = {"W1", "W2", "W3", "W4", "W5", "W1-logits", "W3-logits"} | FUNCTIONS
+# the jitted JAX one-liner is a side where JAX is installed
+JAX = {"jax_jit"} if importlib.util.find_spec("jax") else set()
+PROBABILITY_SIDES = JAX | {
     "kldiv",
     "kldiv_numpy",
     "numpy_naive",
@@ -26,6 +30,7 @@ PROBABILITY_SIDES = {
     "floor_read",
 }
 LOGIT_SIDES = {"kldiv", "numpy_naive", "torch"}
+FUNCTION_SIDES = JAX | {"kldiv", "kldiv_numpy", "numpy_naive", "torch"}
 SIDE_FIELDS = {
     "median_s",
     "samples_s",
@@ -74,17 +79,19 @@ def test_bench_cpu_quick(scripts: tuple[ModuleType, ModuleType], tmp_path: Path)
     assert set(data["workloads"]) == WORKLOADS
     for name, workload in data["workloads"].items():
         expected = LOGIT_SIDES if name.endswith("-logits") else PROBABILITY_SIDES
-        assert set(workload["sides"]) == expected, name
+        assert set(workload["sides"]) == (FUNCTION_SIDES if name in FUNCTIONS else expected), name
         for side, fields in workload["sides"].items():
             assert set(fields) == SIDE_FIELDS, (name, side)
             assert len(fields["samples_s"]) == 2
             assert fields["median_s"] > 0
-            # tracemalloc cannot see PyTorch; everything else has a number.
-            assert (fields["peak_extra_bytes_tracemalloc"] is None) == (side == "torch")
+            # tracemalloc cannot see PyTorch or XLA; everything else has a number.
+            untraced = side in ("torch", "jax_jit")
+            assert (fields["peak_extra_bytes_tracemalloc"] is None) == untraced
             # The RSS subprocess measures every side, PyTorch's included.
             assert isinstance(fields["peak_extra_bytes_rss"], int), (name, side, data["rss_note"])
     assert data["workloads"]["W1"]["kldiv_ratio_to_log_floor"] > 0
-    assert len(data["targets"]) == 5 + 2 * 2 + 2
+    # W1-W5, the logits' two each, the functions, the floor and memory; W1-W5 against JAX
+    assert len(data["targets"]) == 5 + 2 * 2 + 3 + 2 + (5 if JAX else 0)
     assert {"cpu_model", "numpy", "scipy", "torch", "torch_threads"} <= set(data["machine"])
 
 
