@@ -443,7 +443,7 @@ def hellinger(
     >>> kldiv.hellinger(np.array([0.5, 0.5]), np.array([0.5, 0.5]))
     array(0.)
     """
-    return _call("hellinger", (p, q), axis=axis, keepdims=keepdims, validate=validate)
+    return _short_or_call("hellinger", (p, q), axis, keepdims, None, validate)
 
 
 def total_variation(
@@ -479,7 +479,7 @@ def total_variation(
     >>> kldiv.total_variation(np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5]))
     array(0.5)
     """
-    return _call("total_variation", (p, q), axis=axis, keepdims=keepdims, validate=validate)
+    return _short_or_call("total_variation", (p, q), axis, keepdims, None, validate)
 
 
 __all__ = [

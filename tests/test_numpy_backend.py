@@ -32,10 +32,14 @@ def fast(name, *arrays, **kwargs):
 
 
 def generic(name, *arrays, axis=-1, keepdims=False, validate=True):
-    """The generic array-API code on the same NumPy arrays."""
+    """The generic array-API code on the same NumPy arrays, finished as the public layer
+    finishes it (Hellinger's square root)."""
     axes = tuple(sorted(a % arrays[0].ndim for a in (axis if isinstance(axis, tuple) else (axis,))))
     kwargs = {"axes": axes, "keepdims": keepdims, "validate": validate, "xp": xp_np}
-    return np.asarray(getattr(_agnostic, name)(*arrays, **kwargs))
+    out = getattr(_agnostic, name)(*arrays, **kwargs)
+    if name in DIVERGENCES and DIVERGENCES[name].finish is not None:
+        out = kldiv._funcs._finish(out, DIVERGENCES[name], [], axes, keepdims, 1.0, xp_np)
+    return np.asarray(out)
 
 
 def distributions(rng, shape, dtype, zeros=0.0):
@@ -395,7 +399,14 @@ def test_vocabulary_sized_rows_take_a_few_tiles_of_memory():
     assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MiB"
 
 
-COMPILED = {"kl_div": "kl", "entropy": "entropy", "cross_entropy": "cross_entropy", "js_div": "js"}
+COMPILED = {
+    "kl_div": "kl",
+    "entropy": "entropy",
+    "cross_entropy": "cross_entropy",
+    "js_div": "js",
+    "hellinger": "hellinger",
+    "total_variation": "total_variation",
+}
 
 
 @pytest.mark.skipif(nb._native is None, reason="kldiv._backends.numpy._native is not built")
@@ -437,4 +448,6 @@ _WITH_ZEROS = {
     "entropy": lambda p, q: scipy.special.entr(p).sum(-1),
     "cross_entropy": lambda p, q: -scipy.special.xlogy(p, q).sum(-1),
     "js_div": lambda p, q: scipy.spatial.distance.jensenshannon(p, q, axis=-1) ** 2,
+    "hellinger": lambda p, q: np.sqrt(((np.sqrt(p) - np.sqrt(q)) ** 2).sum(-1) / 2),
+    "total_variation": lambda p, q: np.abs(p - q).sum(-1) / 2,
 }

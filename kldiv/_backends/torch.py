@@ -220,6 +220,25 @@ def _js_div_backward(
     return [dp, dq]
 
 
+def _hellinger_backward(
+    grad: Array, out: Array, p: Array, q: Array, *, needs: Needs, ops: _Ops, **options: Any
+) -> list[Array | None]:
+    """``d/dp sum((sqrt(p) - sqrt(q))**2)/2 = (1 - sqrt(q/p))/2``: 0 where ``p == 0`` (its
+    true value, ``-inf`` for ``q > 0``, as docs/index.md lists); the same for ``q``."""
+    root_p, root_q = torch.sqrt(p), torch.sqrt(q)
+    dp = _where(p > 0, grad * (1 - ops.ratio(root_q, root_p)) / 2) if needs[0] else None
+    dq = _where(q > 0, grad * (1 - ops.ratio(root_p, root_q)) / 2) if needs[1] else None
+    return [dp, dq]
+
+
+def _total_variation_backward(
+    grad: Array, out: Array, p: Array, q: Array, *, needs: Needs, ops: _Ops, **options: Any
+) -> list[Array | None]:
+    """``sign(p - q)/2`` and its negation: 0 where ``p == q``, as ``abs`` gives."""
+    half = torch.sign(p - q) * grad / 2
+    return [half if needs[0] else None, -half if needs[1] else None]
+
+
 def _kl_div_logits_backward(
     grad: Array, out: Array, a: Array, b: Array, *, needs: Needs, ops: _Ops, **options: Any
 ) -> list[Array | None]:
@@ -254,6 +273,8 @@ _BACKWARD: dict[str, Callable[..., list[Array | None]]] = {
     "entropy": _entropy_backward,
     "cross_entropy": _cross_entropy_backward,
     "js_div": _js_div_backward,
+    "hellinger": _hellinger_backward,
+    "total_variation": _total_variation_backward,
 }
 
 # What the CPU route fuses, as the NumPy path does; the CUDA route checks the same itself.
@@ -266,3 +287,5 @@ kl_div_logits = forwarding("kl_div_logits", _FUSED["kl_div_logits"], _bridged)
 entropy = forwarding("entropy", _FUSED["entropy"], _bridged)
 cross_entropy = forwarding("cross_entropy", _FUSED["cross_entropy"], _bridged)
 js_div = forwarding("js_div", _FUSED["js_div"], _bridged)
+hellinger = forwarding("hellinger", _FUSED["hellinger"], _bridged)
+total_variation = forwarding("total_variation", _FUSED["total_variation"], _bridged)

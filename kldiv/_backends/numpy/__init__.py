@@ -23,7 +23,8 @@ The arithmetic follows :mod:`kldiv._agnostic` in substance, in fewer passes:
   :mod:`kldiv._validation` run (:func:`_check`), to say exactly what and where.
 
 Where a C compiler built :mod:`._native` (``setup.py``), ``kl_div``, ``entropy``,
-``cross_entropy`` and ``js_div`` of float32 or float64 and ``kl_div_logits`` of float32 run
+``cross_entropy``, ``js_div``, ``hellinger`` and ``total_variation`` of float32 or float64
+and ``kl_div_logits`` of float32 run
 its compiled row kernels instead, one call per worker, each a single vectorised pass per row
 (see ``_native.c``; :data:`_FUSED` says which kernel and which tiles each function takes).
 Rows they leave NaN (an element outside their fast domain: a zero ``q``, a subnormal, a bad
@@ -424,6 +425,27 @@ def _js_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
     return _fix_rows((_dot_rows(p, s) + _dot_rows(q, log_q_m)) / 2, exact)
 
 
+def _hellinger_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
+    """``sum((sqrt(p) - sqrt(q))**2)/2`` per row, in float64: the square root of a negative
+    entry is NaN."""
+    p, q = tiles
+    d = scratch.tile(2, *p.shape)
+    root_q = scratch.tile(3, *p.shape)
+    np.sqrt(p, out=d)
+    np.sqrt(q, out=root_q)
+    np.subtract(d, root_q, out=d)
+    return _dot_rows(d, d) / 2
+
+
+def _tv_tile(tiles: Sequence[Array], scratch: _Scratch) -> Array:
+    """``sum(|p - q|)/2`` per row; signs are checked apart (``_FUSED``)."""
+    p, q = tiles
+    d = scratch.tile(2, *p.shape)
+    np.subtract(p, q, out=d)
+    np.abs(d, out=d)
+    return d.sum(axis=1) / 2
+
+
 def _reduce(
     terms: TileTerms,
     names: tuple[str, ...],
@@ -535,6 +557,42 @@ def js_div(
     )
 
 
+@fuses(VALUES, NORMALISED)
+def hellinger(
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    """As :func:`kldiv._agnostic.hellinger` (the squared distance), fused: compiled where
+    built, else in tiles."""
+    return _fused_reduction(
+        "hellinger",
+        (p, q),
+        axes,
+        keepdims,
+        validate,
+        generic=lambda: _agnostic.hellinger(
+            p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
+        ),
+    )
+
+
+@fuses(VALUES, NORMALISED)
+def total_variation(
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    """As :func:`kldiv._agnostic.total_variation`, fused: compiled where built, else in
+    tiles."""
+    return _fused_reduction(
+        "total_variation",
+        (p, q),
+        axes,
+        keepdims,
+        validate,
+        generic=lambda: _agnostic.total_variation(
+            p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
+        ),
+    )
+
+
 class _Fused(NamedTuple):
     """How the NumPy path computes one reduction: the compiled kernels' ``op`` (None where
     they have none), the tile terms (for the rows the kernels leave, and without them) by
@@ -562,6 +620,8 @@ _FUSED = {
     # |s| > 1 for one negative entry, but s rounds to -1 for a tiny negative p, and
     # p*log1p(-s) is then +inf, not NaN: both signs are checked
     "js_div": _Fused("js", lambda dtype, validate: _js_tile, (0, 1)),
+    "hellinger": _Fused("hellinger", lambda dtype, validate: _hellinger_tile, ()),  # sqrt: NaN
+    "total_variation": _Fused("total_variation", lambda dtype, validate: _tv_tile, (0, 1)),
 }
 _NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -623,8 +683,8 @@ def _native_rows(name: str, views: Sequence[Array], out: Array, *, validate: boo
     every convention and compute in float64, and flagged as they flag it. Unvalidated input
     may be a measure of any mass: for ``kl_div`` the kernels then keep each term far from
     ``p == q`` whole (``measures=True``), as :func:`_kl_tile_unchecked` does; the other
-    kernels' terms need no such care (entropy's and cross entropy's are summed whole, and
-    JS is the sum of its non-negative terms for any masses).
+    kernels' terms need no such care (entropy's and cross entropy's are summed whole; JS,
+    Hellinger and total variation are sums of non-negative terms for any masses).
     """
     assert _native is not None
     fused = _FUSED[name]

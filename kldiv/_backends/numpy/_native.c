@@ -25,9 +25,10 @@
  * in float64. float64 input: everything in float64.
  *
  * The same row kernels sum other non-negative terms (kl_rows(..., op=)): entropy's -p*log(p),
- * cross entropy's -p*log(q) (log by the same split, kl_log) and Jensen-Shannon's, which near
- * p == q is a series in u = (p - q)/(p + q) and elsewhere (t(p, m) + t(q, m))/2. Each term
- * is written once for both element types, in _native_term.h.
+ * cross entropy's -p*log(q) (log by the same split, kl_log), Jensen-Shannon's, which near
+ * p == q is a series in u = (p - q)/(p + q) and elsewhere (t(p, m) + t(q, m))/2, and the
+ * squared Hellinger distance's and total variation's. Each term is written once for both
+ * element types, in _native_term.h.
  *
  * Unchecked measures of any mass (kl_rows(..., measures=True), the caller's validate=False):
  * sum(p - q) is no rounding then, and a large q under a small p would make t = q - p + ...,
@@ -91,6 +92,8 @@
 #define KL_SQRT2 KL_SQRT2_F32
 #define KL_LN2_HI KL_LN2_HI_F32
 #define KL_LN2_LO KL_LN2_LO_F32
+#define KL_SQRT sqrtf
+#define KL_FABS fabsf
 #include "_native_term.h"
 #undef KL_T
 #undef KL_BITS_T
@@ -102,6 +105,8 @@
 #undef KL_SQRT2
 #undef KL_LN2_HI
 #undef KL_LN2_LO
+#undef KL_SQRT
+#undef KL_FABS
 
 #define KL_T double
 #define KL_BITS_T uint64_t
@@ -113,6 +118,8 @@
 #define KL_SQRT2 KL_SQRT2_F64
 #define KL_LN2_HI KL_LN2_HI_F64
 #define KL_LN2_LO KL_LN2_LO_F64
+#define KL_SQRT sqrt
+#define KL_FABS fabs
 #include "_native_term.h"
 #undef KL_T
 #undef KL_BITS_T
@@ -124,6 +131,8 @@
 #undef KL_SQRT2
 #undef KL_LN2_HI
 #undef KL_LN2_LO
+#undef KL_SQRT
+#undef KL_FABS
 
 /* exp(x + x_lo) for x <= 0 in float32, x_lo a rounding error of x (|x_lo| <= ulp(x)/2), flushed
  * to 0 below -87.3 (a probability under 1e-38 of the row's largest): x = k*ln2 + r,
@@ -237,8 +246,9 @@ typedef void (*kl_logit_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssiz
                                  Py_ssize_t, float *, void *, char);
 
 /* The divergences of the row kernels, in the order of kl_variant.rows and KL_OP_NAMES. */
-enum { KL_OP_KL, KL_OP_ENTROPY, KL_OP_CROSS, KL_OP_JS, KL_N_OPS };
-static const char *const KL_OP_NAMES[KL_N_OPS] = {"kl", "entropy", "cross_entropy", "js"};
+enum { KL_OP_KL, KL_OP_ENTROPY, KL_OP_CROSS, KL_OP_JS, KL_OP_HELLINGER, KL_OP_TV, KL_N_OPS };
+static const char *const KL_OP_NAMES[KL_N_OPS] = {"kl", "entropy", "cross_entropy",
+                                                  "js", "hellinger", "total_variation"};
 
 typedef struct {
     const char *name;
@@ -270,7 +280,8 @@ typedef struct {
 #define KL_PAIR(op, v) {KL_NAME(kl_rows, op##_f32, v), KL_NAME(kl_rows, op##_f64, v)}
 #define KL_VARIANT_ENTRY(label, v, supported)                                                \
     {label,                                                                                  \
-     {KL_PAIR(kl, v), KL_PAIR(entropy, v), KL_PAIR(cross, v), KL_PAIR(js, v)},               \
+     {KL_PAIR(kl, v), KL_PAIR(entropy, v), KL_PAIR(cross, v), KL_PAIR(js, v),                \
+      KL_PAIR(hellinger, v), KL_PAIR(tv, v)},                                                \
      {KL_NAME(kl_measure_rows, kl_f32, v), KL_NAME(kl_measure_rows, kl_f64, v)},             \
      KL_NAME(kl_logit_rows, f32, v),                                                         \
      supported}
@@ -415,8 +426,9 @@ PyDoc_STRVAR(kl_rows_doc,
              "into the C-contiguous 1-D float32 or float64 array out, or NaN for a row to\n"
              "redo: one holding an element outside the fast domain (q not a positive normal\n"
              "float; p not one or zero), or whose arithmetic overflowed. op names another\n"
-             "divergence of p and q: 'entropy' (of p; pass p as q too), 'cross_entropy' or\n"
-             "'js'. measures=True (op='kl' only) takes rows of any mass (unchecked input):\n"
+             "divergence of p and q: 'entropy' (of p; pass p as q too), 'cross_entropy',\n"
+             "'js', 'hellinger' (the square of the distance) or 'total_variation'.\n"
+             "measures=True (op='kl' only) takes rows of any mass (unchecked input):\n"
              "each term far from p == q enters whole, so that sum(t) never cancels against\n"
              "sum(p - q). With a tolerance, values below 0 are written as 0, and the result\n"
              "says whether a row not to redo has sum(p) or sum(q) off 1 by more than it.\n"
@@ -439,7 +451,9 @@ static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *
     }
     if (op == KL_N_OPS) {
         PyErr_Format(PyExc_ValueError,
-                     "op '%s' is not one of 'kl', 'entropy', 'cross_entropy', 'js'", op_name);
+                     "op '%s' is not one of 'kl', 'entropy', 'cross_entropy', 'js', "
+                     "'hellinger', 'total_variation'",
+                     op_name);
         return NULL;
     }
     if (measures && op != KL_OP_KL) {

@@ -6,7 +6,8 @@
  *   KL_EXP_MAGIC      the bits of 2**KL_MANT_BITS, whose low bits an integer fills in;
  *   KL_MIN            FLT_MIN or DBL_MIN, the least normal float;
  *   KL_POLY_TERMS     5 or 10: the terms of atanh(s) - s the type's precision needs;
- *   KL_SQRT2, KL_LN2_HI, KL_LN2_LO  the constants of the split below.
+ *   KL_SQRT2, KL_LN2_HI, KL_LN2_LO  the constants of the split below;
+ *   KL_SQRT, KL_FABS  the type's sqrt and fabs (sqrtf and fabsf for float).
  * C has no templates; a header included once per type keeps one definition of each term
  * (C++ would need a C++ compiler at install for one function of each kind). */
 
@@ -160,4 +161,23 @@ static KL_INLINE KL_T KL_TN(js_term)(KL_T x, KL_T y)
     /* a bad or out-of-domain entry is NaN whichever form is taken */
     const int ok = KL_TN(kl_domain)(x, m) & KL_TN(kl_domain)(y, m);
     return (x == (KL_T)0) & (y == (KL_T)0) ? (KL_T)0 : (ok ? t : (KL_T)NAN);
+}
+
+/* ((sqrt(p) - sqrt(q))**2)/2 >= 0, the squared Hellinger distance's term, with
+ * sqrt(p) - sqrt(q) = (p - q)/(sqrt(p) + sqrt(q)): each exact to a rounding, where the
+ * difference of square roots would cancel near p == q. p == q == 0 gives 0; a negative or
+ * NaN entry NaN (any zero and any subnormal are in the domain: no logarithm). */
+static KL_INLINE KL_T KL_TN(hellinger_term)(KL_T x, KL_T y)
+{
+    const KL_T roots = KL_SQRT(x) + KL_SQRT(y);
+    const KL_T d = (x - y) / roots;
+    const KL_T t = roots == (KL_T)0 ? (KL_T)0 : (KL_T)0.5 * (d * d);
+    return (x >= (KL_T)0) & (y >= (KL_T)0) ? t : (KL_T)NAN;
+}
+
+/* |p - q|/2, total variation's term; NaN for a negative or NaN entry. */
+static KL_INLINE KL_T KL_TN(tv_term)(KL_T x, KL_T y)
+{
+    const KL_T t = (KL_T)0.5 * KL_FABS(x - y);
+    return (x >= (KL_T)0) & (y >= (KL_T)0) ? t : (KL_T)NAN;
 }

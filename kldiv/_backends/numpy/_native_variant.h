@@ -1,6 +1,6 @@
 /* Included by _native.c once per instruction-set variant, with KL_VARIANT (a name suffix) and
  * KL_ATTR (a target attribute, or nothing) defined: instantiates the row kernels of
- * _native_row.h for each divergence (kl, entropy, cross, js) and element type, and the
+ * _native_row.h for each divergence (kl, entropy, cross, js, hellinger, tv) and element type, and the
  * logits kernel of _native_logits.h, and undefines both. */
 
 #define KL_T float
@@ -30,6 +30,16 @@
 #undef KL_FN
 #define KL_TERM js_term_f32
 #define KL_FN(name) KL_NAME(name, js_f32, KL_VARIANT)
+#include "_native_row.h"
+#undef KL_TERM
+#undef KL_FN
+#define KL_TERM hellinger_term_f32
+#define KL_FN(name) KL_NAME(name, hellinger_f32, KL_VARIANT)
+#include "_native_row.h"
+#undef KL_TERM
+#undef KL_FN
+#define KL_TERM tv_term_f32
+#define KL_FN(name) KL_NAME(name, tv_f32, KL_VARIANT)
 #include "_native_row.h"
 #undef KL_TERM
 #undef KL_FN
@@ -66,6 +76,16 @@
 #undef KL_FN
 #define KL_TERM js_term_f64
 #define KL_FN(name) KL_NAME(name, js_f64, KL_VARIANT)
+#include "_native_row.h"
+#undef KL_TERM
+#undef KL_FN
+#define KL_TERM hellinger_term_f64
+#define KL_FN(name) KL_NAME(name, hellinger_f64, KL_VARIANT)
+#include "_native_row.h"
+#undef KL_TERM
+#undef KL_FN
+#define KL_TERM tv_term_f64
+#define KL_FN(name) KL_NAME(name, tv_f64, KL_VARIANT)
 #include "_native_row.h"
 #undef KL_TERM
 #undef KL_FN

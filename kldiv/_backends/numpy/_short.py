@@ -3,8 +3,8 @@ else.
 
 On a ``(2, 3)`` input the full path (namespace, dispatch, checks, row views, thread pool,
 redone rows) costs some 60 microseconds of Python, twenty times the arithmetic of the naive
-``np.sum(p * np.log(p / q), -1)``. For ``kl_div``, ``entropy``, ``cross_entropy`` and
-``js_div`` (those with a compiled kernel, :data:`kldiv._backends.numpy._FUSED`), NumPy arrays,
+``np.sum(p * np.log(p / q), -1)``. For the reductions with a compiled kernel
+(:data:`kldiv._backends.numpy._FUSED`), NumPy arrays,
 or plain CPU tensors that need no gradient, of one float dtype and shape, C-contiguous,
 reduced along their last axis, and smaller than a thread pool pays for
 (``kldiv.get_options().parallel_min``) go straight to the compiled kernel, which checks them
@@ -22,6 +22,7 @@ import numpy as np
 from kldiv import _compat, _options
 from kldiv import _validation as v
 from kldiv._backends import numpy as _numpy_path
+from kldiv._table import DIVERGENCES
 from kldiv._typing import Array
 
 
@@ -71,7 +72,7 @@ def reduction(
         or not (pa.flags.c_contiguous and qa.flags.c_contiguous)
     ):
         return None
-    divisor = v.check_base(base)
+    divisor = v.check_base(base) if DIVERGENCES[name].base else 1.0
     n = shape[-1]
     out = np.empty(pa.size // n, dtype=pa.dtype)
     tolerance = v.sum_tolerance(pa.dtype, n, np) if validate else None
@@ -86,6 +87,8 @@ def reduction(
     if flagged or np.isnan(out).any():
         return None
     out = out.reshape((*shape[:-1], 1) if keepdims else shape[:-1])
+    if DIVERGENCES[name].finish == "sqrt":
+        np.sqrt(out, out=out)  # of a value >= 0: the kernel vouched for it
     if divisor != 1.0:
         out /= divisor
     if tensor:
