@@ -323,10 +323,11 @@ def test_float32_out_is_written_directly():
 # --- the logits kernel ------------------------------------------------------------------------
 
 # KL of two softmaxes, float32 logits: the terms are >= 0, so the error is relative to the
-# KL; and absolute, under 1e-37, for the probabilities under 2**-126 that the kernel flushes
-# to 0 (a KL that small is a float32 subnormal or 0 itself)
+# KL; and absolute for the probabilities under 2**-126 that the kernel flushes to 0: at most
+# 2**-126*|log(p/q)| each, |log(p/q)| <= 400 for the logits below (within 200 of each other;
+# hypothesis found a row of 1.03e-37 from one such term)
 LOGITS_LIMIT = 1e-6
-LOGITS_FLOOR = 1e-37
+LOGITS_FLOOR = 2.0**-126 * 400
 
 
 def logits_reference(a_row, b_row):
@@ -605,3 +606,51 @@ def test_property_every_divergence_of_any_row_against_mpmath(op, dtype, exponent
         got = mpmath.mpf(float(run_op(op, p, q, variant)[0]))
         error = abs(got - value) / value if value else abs(got - value)
         assert error <= LIMITS[dtype], (variant, float(value), float(got))
+
+
+# rel_entr_rows: p*log(p/q) elementwise
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_rel_entr_rows_against_mpmath(kind, variant, dtype):
+    """Each element exact to a few ulps of its own value (float32: 1e-6, float64: 1e-14)."""
+    rng = np.random.default_rng([7, KINDS.index(kind)])
+    p, q = rows_of(rng, kind, 6, 40, dtype)
+    out = np.full_like(p, -1.0)
+    assert native.rel_entr_rows(p, q, out, variant) == 0
+    with mpmath.workdps(50):
+        for x, y, got in zip(
+            p.ravel().tolist(), q.ravel().tolist(), out.ravel().tolist(), strict=True
+        ):
+            value = mpmath.mpf(x) * mpmath.log(mpmath.mpf(x) / mpmath.mpf(y)) if x else 0
+            error = abs(mpmath.mpf(got) - value) / abs(value) if value else abs(got)
+            assert error <= LIMITS[dtype], (x, y, got, float(value))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rel_entr_rows_conventions_and_what_is_left_to_redo(dtype):
+    info = np.finfo(dtype)
+    p = np.array([[0.0, 0.5, 0.5, -0.5, np.nan, np.inf, info.smallest_subnormal, 0.0]], dtype)
+    q = np.array([[0.5, 0.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.0]], dtype)
+    out = np.empty_like(p)
+    assert native.rel_entr_rows(p, q, out) == 5
+    np.testing.assert_array_equal(out[0, :3], [0.0, np.inf, 0.0])
+    assert np.isnan(out[0, 3:]).all()  # bad input, a subnormal, 0/0: the caller's to redo
+
+
+def test_rel_entr_rows_strides_and_bad_arguments():
+    p = np.full((4, 6), 1 / 6)
+    q = np.full((6,), 1 / 3)
+    out = np.empty((4, 6))
+    assert native.rel_entr_rows(p, np.broadcast_to(q, p.shape), out) == 0
+    np.testing.assert_allclose(out, p * np.log(p / q), rtol=1e-15)
+    with pytest.raises(ValueError, match="of p's shape and dtype"):
+        native.rel_entr_rows(p, p, np.empty((4, 6), np.float32))
+    with pytest.raises(ValueError, match="of p's shape and dtype"):
+        native.rel_entr_rows(p, p, np.empty((6, 4)).T)
+    read_only = np.empty((4, 6))
+    read_only.flags.writeable = False
+    with pytest.raises((BufferError, ValueError)):
+        native.rel_entr_rows(p, p, read_only)

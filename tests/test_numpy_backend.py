@@ -451,3 +451,37 @@ _WITH_ZEROS = {
     "hellinger": lambda p, q: np.sqrt(((np.sqrt(p) - np.sqrt(q)) ** 2).sum(-1) / 2),
     "total_variation": lambda p, q: np.abs(p - q).sum(-1) / 2,
 }
+
+
+@pytest.mark.skipif(nb._native is None, reason="kldiv._backends.numpy._native is not built")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rel_entr_runs_its_kernel_and_redoes_what_it_leaves(dtype, monkeypatch):
+    native = nb._native
+    calls: list[int] = []
+
+    class Recording:
+        def __getattr__(self, attr):
+            return getattr(native, attr)
+
+        def rel_entr_rows(self, *args, **kwargs):
+            lost = native.rel_entr_rows(*args, **kwargs)
+            calls.append(lost)
+            return lost
+
+    monkeypatch.setattr(nb, "_native", Recording())
+    rng = np.random.default_rng(4)
+    p, q = (distributions(rng, (300, 50), dtype) for _ in range(2))
+    p[0, :2] = q[0, :2] = 0.0  # 0/0: left by the kernel, 0 by the convention
+    p[1, 0] = np.finfo(dtype).smallest_subnormal  # left by the kernel, redone exactly
+    got = kldiv.rel_entr(p, q)
+    assert sum(calls) == 3
+    np.testing.assert_allclose(
+        got,
+        scipy.special.rel_entr(p.astype(np.float64), q),
+        rtol=2e-6 if dtype == "float32" else 1e-14,
+        atol=4 * np.finfo(dtype).smallest_subnormal,  # a subnormal result has few digits
+    )
+    bad = p.copy()
+    bad[5, 5] = -0.1
+    with pytest.raises(ValueError, match=r"^p has a negative entry"):
+        kldiv.rel_entr(bad, q)

@@ -22,9 +22,9 @@ The arithmetic follows :mod:`kldiv._agnostic` in substance, in fewer passes:
   the row sums on the way. Only when they show a problem do the checks of
   :mod:`kldiv._validation` run (:func:`_check`), to say exactly what and where.
 
-Where a C compiler built :mod:`._native` (``setup.py``), ``kl_div``, ``entropy``,
-``cross_entropy``, ``js_div``, ``hellinger`` and ``total_variation`` of float32 or float64
-and ``kl_div_logits`` of float32 run
+Where a C compiler built :mod:`._native` (``setup.py``), ``rel_entr``, ``kl_div``,
+``entropy``, ``cross_entropy``, ``js_div``, ``hellinger`` and ``total_variation`` of float32
+or float64 and ``kl_div_logits`` of float32 run
 its compiled row kernels instead, one call per worker, each a single vectorised pass per row
 (see ``_native.c``; :data:`_FUSED` says which kernel and which tiles each function takes).
 Rows they leave NaN (an element outside their fast domain: a zero ``q``, a subnormal, a bad
@@ -741,7 +741,8 @@ def _redo_lost_rows(out: Array, n: int, redo: Callable[[Array, Array], bool]) ->
 
 @fuses(VALUES)
 def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
-    """As :func:`kldiv._agnostic.rel_entr`, tiled: ``p*log1p((p - q)/q)`` written per tile."""
+    """As :func:`kldiv._agnostic.rel_entr`: compiled (``rel_entr_rows``) where built, else
+    tiled, ``p*log1p((p - q)/q)`` written per tile."""
     shape = v.broadcast_shape(("p", "q"), [tuple(p.shape), tuple(q.shape)])
     out = np.empty(shape, dtype=np.result_type(p, q))
     last = (len(shape) - 1,) if shape else ()
@@ -754,6 +755,11 @@ def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
         return _agnostic.rel_entr(p, q, validate=validate, xp=xp)
     out_rows = out.reshape(-1, shape[-1])
     rows, n = out_rows.shape
+    compiled = _native_rel_entr(views, out_rows, validate=validate)
+    if compiled is not None:
+        if compiled:
+            _check(("p", "q"), (p, q), shape, ())
+        return out
     tile_rows, tile_cols = _tile_shape(n)
 
     def job(start: int, stop: int) -> bool:
@@ -791,6 +797,44 @@ def rel_entr(p: Array, q: Array, *, validate: bool, xp: Namespace) -> Array:
     if any(_run(job, rows, n)) and validate:
         _check(("p", "q"), (p, q), shape, ())
     return out
+
+
+def _native_rel_entr(views: Sequence[Array], out: Array, *, validate: bool) -> bool | None:
+    """``out = rel_entr`` of two ``(rows, n)`` views by the compiled kernel, where it is built
+    and takes them (one float32 or float64 dtype, rows contiguous): whether ``validate``
+    then wants the public layer's checks to name a bad entry; None, with nothing written,
+    where the tiles are to run instead.
+
+    Elements the kernel leaves NaN (a subnormal, ``p == q == 0``, bad input) are redone by
+    the generic code, a row at a time, so that the mask and the gathered copies stay the
+    size of a row.
+    """
+    p, q = views
+    if (
+        _kernels() is None
+        or not p.dtype == q.dtype == out.dtype
+        or p.dtype not in _NATIVE_DTYPES
+        or not all(_rows_contiguous(x) for x in views)
+    ):
+        return None
+    assert _native is not None
+    rows, n = out.shape
+
+    def job(start: int, stop: int) -> bool:
+        lost = _native.rel_entr_rows(p[start:stop], q[start:stop], out[start:stop])
+        flagged = False
+        if lost:
+            with np.errstate(all="ignore"):
+                for r in range(start, stop):
+                    bad = np.isnan(out[r])
+                    if bad.any():
+                        pr, qr = p[r][bad].astype(np.float64), q[r][bad].astype(np.float64)
+                        good = (pr >= 0) & (qr >= 0) & np.isfinite(pr) & np.isfinite(qr)
+                        flagged = flagged or not bool(good.all())
+                        out[r][bad] = _agnostic.rel_entr(pr, qr, validate=False, xp=_generic_np())
+        return flagged
+
+    return any(_run(job, rows, n)) and validate
 
 
 def _softmax_rows(x: Array, log_out: Array, out: Array) -> Array:

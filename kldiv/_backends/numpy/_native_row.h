@@ -6,7 +6,8 @@
  *   KL_T          float or double;
  *   KL_TERM       the divergence's element term, >= 0 for distributions (_native_term.h);
  *   KL_DIFFS      1 for KL, whose value is sum(t) + sum(p - q), else 0 (the value is sum(t)),
- *                 and with KL_DIFFS, KL_MEASURE_TERM for kl_measure_rows.
+ *                 and with KL_DIFFS, KL_MEASURE_TERM for kl_measure_rows and KL_REL_ENTR for
+ *                 kl_rel_entr_rows.
  *
  * KL_FN(kl_rows) reduces `rows` rows of n elements, row r starting r*p_stride bytes after p
  * (and r*q_stride after q), to res[3r] = the divergence, res[3r + 1] = sum(p) and res[3r + 2]
@@ -238,5 +239,28 @@ KL_ATTR static void KL_FN(kl_measure_rows)(const char *p, Py_ssize_t p_stride, c
         out[1] = acc[4];
         out[2] = acc[5];
     }
+}
+
+/* KL_FN(kl_rel_entr_rows): out[r][i] = p*log(p/q) for `rows` rows of n elements, laid out as
+ * kl_rows's inputs, into rows of out (out_stride bytes apart, each contiguous), by
+ * KL_REL_ENTR; returns how many came out NaN (elements to redo, or bad input). */
+KL_ATTR static Py_ssize_t KL_FN(kl_rel_entr_rows)(const char *p, Py_ssize_t p_stride,
+                                                  const char *q, Py_ssize_t q_stride,
+                                                  Py_ssize_t rows, Py_ssize_t n, char *out,
+                                                  Py_ssize_t out_stride)
+{
+    Py_ssize_t lost = 0;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const KL_T *restrict pr = (const KL_T *)(p + r * p_stride);
+        const KL_T *restrict qr = (const KL_T *)(q + r * q_stride);
+        KL_T *restrict o = (KL_T *)(out + r * out_stride);
+#pragma omp simd reduction(+ : lost)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const KL_T t = KL_REL_ENTR(pr[i], qr[i]);
+            o[i] = t;
+            lost += t != t;
+        }
+    }
+    return lost;
 }
 #endif

@@ -181,3 +181,14 @@ static KL_INLINE KL_T KL_TN(tv_term)(KL_T x, KL_T y)
     const KL_T t = (KL_T)0.5 * KL_FABS(x - y);
     return (x >= (KL_T)0) & (y >= (KL_T)0) ? t : (KL_T)NAN;
 }
+
+/* p*log(p/q), rel_entr's element: 0 at p == 0 <= q, inf at p > 0 == q, else NaN outside the
+ * fast domain (q zero under a zero p included, a subnormal, a negative, NaN or infinite
+ * entry), for the caller to redo. */
+static KL_INLINE KL_T KL_TN(rel_entr_term)(KL_T x, KL_T y)
+{
+    const KL_T r = x == (KL_T)0 ? (KL_T)0 : KL_TN(kl_split)(x, y).x_log_ratio;
+    const int finite = (x < (KL_T)INFINITY) & (y < (KL_T)INFINITY);
+    const int pole = (x >= KL_MIN) & (x < (KL_T)INFINITY) & (y == (KL_T)0);
+    return KL_TN(kl_domain)(x, y) & finite ? r : (pole ? (KL_T)INFINITY : (KL_T)NAN);
+}

@@ -10,11 +10,13 @@
 #define KL_DIFFS 1
 #define KL_TERM kl_term_f32
 #define KL_MEASURE_TERM kl_measure_term_f32
+#define KL_REL_ENTR rel_entr_term_f32
 #define KL_FN(name) KL_NAME(name, kl_f32, KL_VARIANT)
 #include "_native_row.h"
 #undef KL_DIFFS
 #undef KL_TERM
 #undef KL_MEASURE_TERM
+#undef KL_REL_ENTR
 #undef KL_FN
 
 #define KL_DIFFS 0
@@ -56,11 +58,13 @@
 #define KL_DIFFS 1
 #define KL_TERM kl_term_f64
 #define KL_MEASURE_TERM kl_measure_term_f64
+#define KL_REL_ENTR rel_entr_term_f64
 #define KL_FN(name) KL_NAME(name, kl_f64, KL_VARIANT)
 #include "_native_row.h"
 #undef KL_DIFFS
 #undef KL_TERM
 #undef KL_MEASURE_TERM
+#undef KL_REL_ENTR
 #undef KL_FN
 
 #define KL_DIFFS 0
