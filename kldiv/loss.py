@@ -20,6 +20,7 @@ import numpy as np
 from kldiv import _compat, _dispatch
 from kldiv import _validation as v
 from kldiv._dtypes import compute_dtype
+from kldiv._table import LOGITS, NORMALISED, VALUES
 from kldiv._typing import Array, Namespace
 
 __all__ = ["KLDivergence", "KLDivergenceError", "softmax_kl_loss"]
@@ -282,9 +283,21 @@ def softmax_kl_loss(
     labels = bool(xp.isdtype(target.dtype, "integral"))
     n = int(pred.shape[0])
     pred_rows = xp.reshape(pred, (n, -1))
-    if validate and readable:
+    # A fast path that checks a float target and pred as it computes is handed the checks, to
+    # run where it flags something (the compiled loss kernel); labels are checked here.
+    fused = (
+        validate
+        and readable
+        and not labels
+        and _dispatch.implementation("softmax_kl_loss", xp).fused >= _FUSED
+    )
+
+    def check() -> None:
         with _refusals():
             _check_values(pred, target, maxlabels, norm_target, xp)
+
+    if validate and readable and not fused:
+        check()
     # What was not checked and must not turn into a plausible number: the samples to be NaN.
     bad: Array | None = None
     if labels:
@@ -313,14 +326,19 @@ def softmax_kl_loss(
         stand_in = 0.0 if norm_target else 1 / int(target_rows.shape[1])
         pred_rows = xp.where(keep, pred_rows, _scalar(0.0, pred_rows, xp))
         target_rows = xp.where(keep, target_rows, _scalar(stand_in, target_rows, xp))
-    error_sum, grad = _dispatch.run(
-        "softmax_kl_loss", xp, pred_rows, target_rows, norm_target=norm_target
-    )
+    options: dict[str, Any] = {"norm_target": norm_target}
+    if fused:
+        options["check"] = check
+    error_sum, grad = _dispatch.run("softmax_kl_loss", xp, pred_rows, target_rows, **options)
     # Readable labels, in range as a rule: no where over the whole grad when none is out.
     if bad is not None and not (readable and not bool(xp.any(bad))):
         error_sum = xp.where(xp.any(bad), _scalar(xp.nan, error_sum, xp), error_sum)
         grad = xp.where(xp.reshape(bad, (n, 1)), _scalar(xp.nan, grad, xp), grad)
     return error_sum, xp.reshape(grad, tuple(pred.shape))
+
+
+# The checks of pred and a float target: a fast path that fuses them all is handed them
+_FUSED = frozenset({VALUES, NORMALISED, LOGITS})
 
 
 def _scalar(value: float, like: Array, xp: Namespace) -> Array:

@@ -842,6 +842,12 @@ class _StubBackend:
         assert name == "softmax_kl_loss"
         return self.softmax_kl_loss(*arrays, xp=xp, **options)
 
+    def implementation(self, name, xp):
+        """Fusing no check: the loss's own checks run, and show in what it allocates."""
+        from kldiv._dispatch import Implementation
+
+        return Implementation(self.softmax_kl_loss, frozenset())
+
 
 def traced_peak(run) -> int:
     """Bytes allocated at the peak of ``run()`` beyond what was allocated before it."""
@@ -942,3 +948,40 @@ def test_getValError_is_cleared_by_a_training_call_as_in_puzzlelib():
 def test_getMeanError_before_any_batch_raises():
     with pytest.raises(RuntimeError, match="no sample"):
         KLDivergence().getMeanError()
+
+
+@pytest.mark.parametrize("norm_target", [False, True])
+def test_float32_refusals_come_through_the_compiled_kernel(norm_target):
+    """float32 rows take the compiled loss kernel, which checks as it goes; what it flags is
+    named as the up-front checks name it."""
+    rng = np.random.default_rng(5)
+    pred = rng.standard_normal((64, 50)).astype(np.float32)
+    target = rng.random((64, 50)).astype(np.float32) + 0.01
+    target /= target.sum(1, keepdims=True)
+    div = KLDivergence(normTarget=norm_target)
+    bad_pred = pred.copy()
+    bad_pred[7, 3] = np.nan
+    with pytest.raises(KLDivergenceError, match="pred has a NaN entry"):
+        div(bad_pred, target)
+    if not norm_target:
+        off = target.copy()
+        off[9] *= 1.5
+        with pytest.raises(KLDivergenceError, match=r"^target"):
+            div(pred, off)
+        negative = target.copy()
+        negative[2, 2] = -1e-9
+        with pytest.raises(KLDivergenceError, match=r"^target has a negative entry"):
+            div(pred, negative)
+    # allowed: masked classes (-inf logits, redone off the kernel) the target gives no mass
+    masked, masked_target = pred.copy(), target.copy()
+    masked[4, :3] = -np.inf
+    if norm_target:
+        masked_target[4, :3] = -np.inf
+    else:
+        masked_target[4, :3] = 0
+        masked_target[4] /= masked_target[4].sum()
+    error, _ = div(masked, masked_target)
+    expected, _ = KLDivergence(normTarget=norm_target)(
+        masked.astype(np.float64), masked_target.astype(np.float64)
+    )
+    assert error == pytest.approx(expected, rel=1e-6)

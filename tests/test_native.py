@@ -654,3 +654,64 @@ def test_rel_entr_rows_strides_and_bad_arguments():
     read_only.flags.writeable = False
     with pytest.raises((BufferError, ValueError)):
         native.rel_entr_rows(p, p, read_only)
+
+
+# loss_rows: PuzzleLib's KLDivergence, error and grad in one call
+
+
+def loss_reference(pred, target, norm_target):
+    """Per-row errors and the grad (y - s)/N, in float64 from the float32 values."""
+    from kldiv import _agnostic, _compat
+
+    pred, target = pred.astype(np.float64), target.astype(np.float64)
+    xp = _compat.array_namespace(pred)
+    errors = [
+        float(_agnostic.softmax_kl_loss(a[None], b[None], norm_target=norm_target, xp=xp)[0])
+        for a, b in zip(pred, target, strict=True)
+    ]
+    _, grad = _agnostic.softmax_kl_loss(pred, target, norm_target=norm_target, xp=xp)
+    return np.array(errors), grad
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("gap", [None, 1e-2, 1e-5])
+@pytest.mark.parametrize("norm_target", [False, True])
+def test_loss_rows_against_the_float64_loss(norm_target, gap, variant):
+    """Errors within 1e-6 of each row's (near-identical rows included: the target's log is
+    taken in float64), grads within a float32 rounding of a probability, over N."""
+    rng = np.random.default_rng([3, gap is None, norm_target])
+    pred = (3 * rng.standard_normal((24, 257))).astype(np.float32)
+    if norm_target:
+        target = pred + (gap or 1.0) * rng.standard_normal(pred.shape).astype(np.float32)
+    else:
+        s = np.exp(pred - pred.max(1, keepdims=True).astype(np.float64))
+        s /= s.sum(1, keepdims=True)
+        target = s * (1 + (gap or 0.9) * rng.uniform(-1, 1, s.shape))
+        target[0, :20] = 0
+        target = (target / target.sum(1, keepdims=True)).astype(np.float32)
+    grad, errors = np.empty_like(pred), np.empty(len(pred))
+    off = native.loss_rows(pred, target, grad, errors, 1 / len(pred), norm_target, 1e-5, variant)
+    assert off is False
+    want_errors, want_grad = loss_reference(pred, target, norm_target)
+    np.testing.assert_allclose(errors, want_errors, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(grad, want_grad, rtol=0, atol=np.finfo(np.float32).eps / len(pred))
+
+
+def test_loss_rows_leaves_what_it_does_not_take_and_flags_a_target_off_one():
+    pred = np.zeros((5, 4), np.float32)
+    target = np.full((5, 4), 0.25, np.float32)
+    pred[0, 1] = -np.inf  # a masked class: redone by the tiles
+    target[1, 2] = -0.25  # bad input
+    target[2, 0] = np.finfo(np.float32).smallest_subnormal  # outside the fast domain
+    target[3] *= 1.01  # off 1: flagged, still computed
+    grad, errors = np.empty_like(pred), np.empty(5)
+    assert native.loss_rows(pred, target, grad, errors, 0.2, False, 1e-6) is True
+    assert np.isnan(errors[:3]).all()
+    assert np.isfinite(errors[3:]).all()
+    assert native.loss_rows(pred[3:], target[3:], grad[3:], errors[3:], 0.2, False) is False
+    with pytest.raises(TypeError, match="float32"):
+        native.loss_rows(
+            pred.astype(np.float64), target.astype(np.float64), grad, errors, 1.0, False
+        )
+    with pytest.raises(ValueError, match="grad must be"):
+        native.loss_rows(pred, target, np.empty((5, 4)), errors, 1.0, False)

@@ -1025,14 +1025,77 @@ def _native_logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
     return _redo_lost_rows(out, n, redo)
 
 
+@fuses(VALUES, NORMALISED, LOGITS)
 def softmax_kl_loss(
-    pred: Array, target: Array, *, norm_target: bool, xp: Namespace
+    pred: Array,
+    target: Array,
+    *,
+    norm_target: bool,
+    xp: Namespace,
+    check: Callable[[], None] | None = None,
 ) -> tuple[Array, Array]:
-    """As :func:`kldiv._agnostic.softmax_kl_loss`, fused for rows of at most one tile:
-    pred and target read once, grad written once, per row block."""
+    """As :func:`kldiv._agnostic.softmax_kl_loss`: float32 rows by the compiled loss kernel
+    (``loss_rows``: error and grad in one call, three passes per row) where it is built,
+    else fused in tiles for rows of at most one tile, pred and target read once, grad
+    written once, per row block; the generic code for longer rows.
+
+    ``check``, where given, raises what :mod:`kldiv.loss`'s checks of pred and a float
+    target refuse: the kernel checks as it goes (the logits, the target's entries and, for a
+    distribution, its mass) and ``check`` runs only when it flags a row, to name the problem;
+    without the kernel it runs first."""
+    rows, n = pred.shape
+    native = _kernels()
+    if (
+        native is not None
+        and n > 0
+        and pred.dtype == target.dtype == np.float32
+        and _rows_contiguous(pred)
+        and _rows_contiguous(target)
+    ):
+        grad = np.empty(pred.shape, dtype=np.float32)
+        errors = np.empty(rows)
+        tolerance = None
+        if check is not None and not norm_target:
+            tolerance = v.sum_tolerance(target.dtype, n, np)
+
+        def kernel(start: int, stop: int) -> bool:
+            return bool(
+                native.loss_rows(
+                    pred[start:stop],
+                    target[start:stop],
+                    grad[start:stop],
+                    errors[start:stop],
+                    1.0 / rows,
+                    norm_target,
+                    tolerance,
+                )
+            )
+
+        off = any(_run(kernel, rows, n))
+        lost = np.isnan(errors)
+        if check is not None and (off or lost.any()):
+            check()  # names the problem; a row it passes (a -inf logit, say) is redone below
+        if not lost.any():
+            return np.asarray(math.fsum(errors)), grad
+        # rows the kernel does not take (-inf logits, subnormal targets, bad input): the tiles
+        again = np.flatnonzero(lost)
+        error, grad[again] = _loss_rows(pred[again], target[again], norm_target, rows, xp)
+        return np.asarray(math.fsum(errors[~lost]) + error), grad
+    if check is not None:
+        check()
+    error, grad = _loss_rows(pred, target, norm_target, rows, xp)
+    return np.asarray(error), grad
+
+
+def _loss_rows(
+    pred: Array, target: Array, norm_target: bool, samples: int, xp: Namespace
+) -> tuple[float, Array]:
+    """The loss's error sum and grad for these rows of a batch of ``samples``, by the tiles
+    for rows of at most one tile, else by the generic code."""
     rows, n = pred.shape
     if not 0 < n <= _tile():  # as for kl_div_logits: a longer row needs two passes
-        return _agnostic.softmax_kl_loss(pred, target, norm_target=norm_target, xp=xp)
+        error, grad = _agnostic.softmax_kl_loss(pred, target, norm_target=norm_target, xp=xp)
+        return float(error), grad * (rows / samples)
     grad = np.empty(pred.shape, dtype=pred.dtype)
     tile_rows, _ = _tile_shape(n)
     # A zero target's log, -inf, becomes the most negative float: its term then comes out
@@ -1056,7 +1119,7 @@ def softmax_kl_loss(
                     np.maximum(log_y, lowest, out=log_y)
                     error += float(y.sum()) - y.shape[0]  # the target's own mass, as generic
                 np.subtract(y, s, out=work)
-                np.divide(work, rows, out=work)
+                np.divide(work, samples, out=work)
                 grad[r] = work
 
                 def exact(bad: Array, pt: Array = pt, yt: Array = yt) -> Array:
@@ -1072,5 +1135,4 @@ def softmax_kl_loss(
                 error += float(part.sum())
         return error
 
-    error_sum = sum(_run(job, rows, n))
-    return np.asarray(error_sum), grad
+    return sum(_run(job, rows, n)), grad

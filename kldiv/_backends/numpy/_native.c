@@ -254,12 +254,17 @@ static const char *const KL_OP_NAMES[KL_N_OPS] = {"kl", "entropy", "cross_entrop
 typedef Py_ssize_t (*kl_rel_entr_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t,
                                      Py_ssize_t, Py_ssize_t, char *, Py_ssize_t);
 
+typedef int (*kl_loss_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, Py_ssize_t,
+                               Py_ssize_t, int, float, char *, Py_ssize_t, float *, double *,
+                               double);
+
 typedef struct {
     const char *name;
     kl_rows_fn rows[KL_N_OPS][2]; /* [divergence][0: float32, 1: float64] */
     kl_rows_fn measure[2];
     kl_rel_entr_fn rel_entr[2];
     kl_logit_rows_fn logits_f32;
+    kl_loss_rows_fn loss_f32;
     int supported;
 } kl_variant;
 
@@ -290,6 +295,7 @@ typedef struct {
      {KL_NAME(kl_measure_rows, kl_f32, v), KL_NAME(kl_measure_rows, kl_f64, v)},             \
      {KL_NAME(kl_rel_entr_rows, kl_f32, v), KL_NAME(kl_rel_entr_rows, kl_f64, v)},           \
      KL_NAME(kl_logit_rows, f32, v),                                                         \
+     KL_NAME(kl_loss_rows, f32, v),                                                          \
      supported}
 
 /* Best first; `supported` is filled in when the module loads. */
@@ -622,6 +628,93 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
     return result;
 }
 
+PyDoc_STRVAR(loss_rows_doc,
+             "loss_rows(pred, target, grad, errors, scale, norm_target, tolerance=None,\n"
+             "          variant=None)\n--\n\n"
+             "PuzzleLib's KLDivergence on the 2-D float32 arrays pred (logits) and target (same\n"
+             "shape, each row contiguous, any row stride): a distribution per row, or with\n"
+             "norm_target scores to softmax. Writes errors[r] = sum(y*log(y/s)) into the\n"
+             "C-contiguous 1-D float64 array errors and grad[r] = (y - s)*scale into grad\n"
+             "(float32, pred's shape, rows contiguous), s = softmax(pred[r]). NaN in errors for\n"
+             "a row to redo (a logit that is not finite; a target entry negative, NaN,\n"
+             "infinite or subnormal), whose grad row is then not written. With a tolerance,\n"
+             "returns whether a row not to redo has a target off 1 by more than it (a\n"
+             "distribution target only), else False. variant as for kl_rows. Releases the\n"
+             "GIL.");
+
+static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"pred",        "target",    "grad",    "errors", "scale",
+                               "norm_target", "tolerance", "variant", NULL};
+    PyObject *pred_obj, *target_obj, *grad_obj, *errors_obj, *variant_obj = Py_None;
+    PyObject *tolerance_obj = Py_None;
+    float scale;
+    int norm_target;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOfp|OO:loss_rows", keywords, &pred_obj,
+                                     &target_obj, &grad_obj, &errors_obj, &scale, &norm_target,
+                                     &tolerance_obj, &variant_obj)) {
+        return NULL;
+    }
+    double tolerance = -1.0;
+    if (tolerance_obj != Py_None) {
+        tolerance = PyFloat_AsDouble(tolerance_obj);
+        if (tolerance == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (!(tolerance >= 0.0)) {
+            PyErr_SetString(PyExc_ValueError, "tolerance must be None or a number >= 0");
+            return NULL;
+        }
+    }
+    const kl_variant *variant = kl_find_variant(variant_obj);
+    if (variant == NULL) {
+        return NULL;
+    }
+    Py_buffer buffers[3], grad_buffer;
+    if (kl_get_buffers(pred_obj, target_obj, errors_obj, buffers) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(grad_obj, &grad_buffer, PyBUF_RECORDS) < 0) {
+        kl_release_buffers(buffers);
+        return NULL;
+    }
+    const Py_buffer *p = &buffers[0], *y = &buffers[1], *res = &buffers[2], *g = &grad_buffer;
+    PyObject *result = NULL;
+    const char kind = kl_check_pair(p, y, "pred and target");
+    float *scratch = NULL;
+    if (kind == 0) {
+        /* the exception is set */
+    }
+    else if (kind != 'f') {
+        PyErr_SetString(PyExc_TypeError, "pred and target must be float32");
+    }
+    else if (kl_float_kind(res) != 'd' || res->ndim != 1 || res->shape[0] != p->shape[0]) {
+        PyErr_SetString(PyExc_ValueError,
+                        "errors must be a 1-D float64 array of one element per row");
+    }
+    else if (kl_float_kind(g) != 'f' || g->ndim != 2 || g->shape[0] != p->shape[0] ||
+             g->shape[1] != p->shape[1] || (g->shape[1] > 1 && g->strides[1] != g->itemsize)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "grad must be a writable float32 array of pred's shape, rows contiguous");
+    }
+    else if ((scratch = PyMem_RawMalloc(3 * (size_t)p->shape[1] * sizeof(float) + 1)) == NULL) {
+        PyErr_NoMemory();
+    }
+    else {
+        int off;
+        Py_BEGIN_ALLOW_THREADS
+        off = variant->loss_f32(p->buf, p->strides[0], y->buf, y->strides[0], p->shape[0],
+                                p->shape[1], norm_target, scale, g->buf, g->strides[0], scratch,
+                                res->buf, tolerance);
+        Py_END_ALLOW_THREADS
+        result = PyBool_FromLong(off);
+    }
+    PyMem_RawFree(scratch);
+    PyBuffer_Release(&grad_buffer);
+    kl_release_buffers(buffers);
+    return result;
+}
+
 PyDoc_STRVAR(variants_doc,
              "variants()\n--\n\n"
              "The names of the compiled variants this CPU runs, best first.");
@@ -655,6 +748,8 @@ static PyMethodDef kl_methods[] = {
      rel_entr_rows_doc},
     {"kl_logit_rows", (PyCFunction)(void (*)(void))kl_logit_rows, METH_VARARGS | METH_KEYWORDS,
      kl_logit_rows_doc},
+    {"loss_rows", (PyCFunction)(void (*)(void))loss_rows, METH_VARARGS | METH_KEYWORDS,
+     loss_rows_doc},
     {"variants", variants, METH_NOARGS, variants_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -1,7 +1,8 @@
 /* Included by _native.c once per instruction-set variant, with KL_VARIANT (a name suffix) and
  * KL_ATTR (a target attribute, or nothing) defined: instantiates the row kernels of
- * _native_row.h for each divergence (kl, entropy, cross, js, hellinger, tv) and element type, and the
- * logits kernel of _native_logits.h, and undefines both. */
+ * _native_row.h for each divergence (kl, entropy, cross, js, hellinger, tv) and element type,
+ * the logits kernel of _native_logits.h and the loss kernel of _native_loss.h, and undefines
+ * both. */
 
 #define KL_T float
 #define KL_ROW_LANES 16
@@ -100,6 +101,7 @@
 #undef KL_EXACT_DIFFS
 
 #include "_native_logits.h"
+#include "_native_loss.h"
 
 #undef KL_VARIANT
 #undef KL_ATTR

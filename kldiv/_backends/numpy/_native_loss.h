@@ -1,0 +1,111 @@
+/* The loss kernel of _native.c for one instruction-set variant: included by
+ * _native_variant.h with KL_ATTR and KL_NAME(name, f32, KL_VARIANT) as for _native_logits.h.
+ *
+ * PuzzleLib's KLDivergence on float32 rows of n: s = softmax(pred[r]), y = target[r] (a
+ * distribution) or softmax(target[r]) (norm_target), writes res[r] = sum(y*log(y/s)) (float64)
+ * and grad[r] = (y - s)*scale, in one call. NaN in res[r] for a row to redo (its grad row is
+ * then garbage): a logit that is not finite, a target entry negative, NaN, infinite or
+ * subnormal. scratch holds 3n floats. With tolerance >= 0, returns whether a row not to redo
+ * has a target distribution off 1 by more than it (for norm_target, 0).
+ *
+ * norm_target: the logits kernel's three passes (_native_logits.h) with a = target, b = pred,
+ * and the grad written in the last. A distribution y: the maxima and y's checks; the shifted
+ * exponentials of pred and their sum; then log s = (pred - max) - log(sum), y's log in float64
+ * (a float32 log's absolute rounding would be all of d = log(y/s) for near-identical rows),
+ * the terms t = y*log(y/s) - y + s >= 0 (kl_logit_term_f32; t = s where y == 0) and the grad.
+ * sum(y*log(y/s)) = sum(t) + sum(y) - sum(s), and sum(s) = 1: the row's error is
+ * sum(t) + (sum(y) - 1), the target's mass off 1 entering as it is, as the generic code's. */
+
+KL_ATTR static int KL_NAME(kl_loss_rows, f32, KL_VARIANT)(
+    const char *pred, Py_ssize_t pred_stride, const char *target, Py_ssize_t target_stride,
+    Py_ssize_t rows, Py_ssize_t n, int norm_target, float scale, char *grad,
+    Py_ssize_t grad_stride, float *scratch, double *res, double tolerance)
+{
+    int off = 0;
+    float *restrict exp_s = scratch, *restrict exp_y = scratch + n;
+    float *restrict delta = scratch + 2 * n;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const float *restrict br = (const float *)(pred + r * pred_stride);
+        const float *restrict yr = (const float *)(target + r * target_stride);
+        float *restrict g = (float *)(grad + r * grad_stride);
+        float peak_b = -FLT_MAX, peak_y = -FLT_MAX;
+        int bad = 0;
+        if (norm_target) {
+#pragma omp simd reduction(max : peak_b, peak_y) reduction(| : bad)
+            for (Py_ssize_t i = 0; i < n; i++) {
+                peak_b = br[i] > peak_b ? br[i] : peak_b;
+                peak_y = yr[i] > peak_y ? yr[i] : peak_y;
+                bad |= !(fabsf(br[i]) <= FLT_MAX) | !(fabsf(yr[i]) <= FLT_MAX);
+            }
+        }
+        else {
+#pragma omp simd reduction(max : peak_b) reduction(| : bad)
+            for (Py_ssize_t i = 0; i < n; i++) {
+                peak_b = br[i] > peak_b ? br[i] : peak_b;
+                bad |= !(fabsf(br[i]) <= FLT_MAX) | !(yr[i] <= FLT_MAX) |
+                       !((yr[i] >= FLT_MIN) | (yr[i] == 0.0f));
+            }
+        }
+        if (bad) {
+            res[r] = (double)NAN;
+            continue;
+        }
+        double total = 0.0;
+        if (norm_target) {
+            /* as kl_logit_rows, a = target and b = pred */
+            double sum_s = 0.0, sum_diff = 0.0;
+#pragma omp simd reduction(+ : sum_s, sum_diff)
+            for (Py_ssize_t i = 0; i < n; i++) {
+                float lo_y, lo_b;
+                const float hi_y = kl_diff_f32(yr[i], peak_y, &lo_y);
+                const float hi_b = kl_diff_f32(br[i], peak_b, &lo_b);
+                exp_y[i] = kl_exp_nonpositive_f32(hi_y, lo_y);
+                exp_s[i] = kl_exp_nonpositive_f32(hi_b, lo_b);
+                const float dl = (hi_y - hi_b) + (lo_y - lo_b);
+                delta[i] = dl;
+                sum_s += (double)exp_s[i];
+                sum_diff += (double)kl_exp_diff_f32(exp_y[i], exp_s[i], dl);
+            }
+            const double shift = log1p(sum_diff / sum_s);
+            const float shift_hi = (float)shift, shift_lo = (float)(shift - (double)shift_hi);
+            const float scale_y = (float)(1.0 / (sum_s + sum_diff));
+            const float scale_s = (float)(1.0 / sum_s);
+#pragma omp simd reduction(+ : total)
+            for (Py_ssize_t i = 0; i < n; i++) {
+                const float d = (delta[i] - shift_hi) - shift_lo;
+                const float y = exp_y[i] * scale_y, s = exp_s[i] * scale_s;
+                total += (double)kl_logit_term_f32(y, s, d);
+                g[i] = (y - s) * scale;
+            }
+        }
+        else {
+            double sum_s = 0.0, sum_y = 0.0;
+#pragma omp simd reduction(+ : sum_s, sum_y)
+            for (Py_ssize_t i = 0; i < n; i++) {
+                float lo;
+                const float hi = kl_diff_f32(br[i], peak_b, &lo);
+                exp_s[i] = kl_exp_nonpositive_f32(hi, lo);
+                delta[i] = hi; /* pred - max, and its rounding below */
+                exp_y[i] = lo;
+                sum_s += (double)exp_s[i];
+                sum_y += (double)yr[i];
+            }
+            const double log_sum = log(sum_s);
+            const float scale_s = (float)(1.0 / sum_s);
+#pragma omp simd reduction(+ : total)
+            for (Py_ssize_t i = 0; i < n; i++) {
+                const float y = yr[i], s = exp_s[i] * scale_s;
+                const int live = y != 0.0f;
+                /* d = log(y) - log(s), log(s) = (pred - max) - log(sum), in float64 */
+                const double log_y = kl_log_f64(live ? (double)y : 1.0);
+                const float d = (float)((log_y - ((double)delta[i] - log_sum)) - (double)exp_y[i]);
+                total += (double)(live ? kl_logit_term_f32(y, s, d) : s);
+                g[i] = (y - s) * scale;
+            }
+            total += sum_y - 1.0;
+            off |= tolerance >= 0.0 && !(fabs(sum_y - 1.0) <= tolerance);
+        }
+        res[r] = total;
+    }
+    return off;
+}
