@@ -15,8 +15,11 @@ from types import ModuleType
 
 import pytest
 
-FUNCTIONS = {"W1-entropy", "W1-cross_entropy", "W1-js_div"}
-WORKLOADS = {"W1", "W2", "W3", "W4", "W5", "W1-logits", "W3-logits"} | FUNCTIONS
+FUNCTIONS = {
+    f"W1-{name}"
+    for name in ("entropy", "cross_entropy", "js_div", "hellinger", "total_variation", "rel_entr")
+}
+WORKLOADS = {"W1", "W2", "W3", "W4", "W5", "W1-logits", "W3-logits", "W1-loss"} | FUNCTIONS
 # the jitted JAX one-liner is a side where JAX is installed
 JAX = {"jax_jit"} if importlib.util.find_spec("jax") else set()
 PROBABILITY_SIDES = JAX | {
@@ -30,6 +33,7 @@ PROBABILITY_SIDES = JAX | {
     "floor_read",
 }
 LOGIT_SIDES = {"kldiv", "numpy_naive", "torch"}
+LOSS_SIDES = {"kldiv", "kldiv_numpy", "numpy_naive", "torch"}
 FUNCTION_SIDES = JAX | {"kldiv", "kldiv_numpy", "numpy_naive", "torch"}
 SIDE_FIELDS = {
     "median_s",
@@ -79,7 +83,11 @@ def test_bench_cpu_quick(scripts: tuple[ModuleType, ModuleType], tmp_path: Path)
     assert set(data["workloads"]) == WORKLOADS
     for name, workload in data["workloads"].items():
         expected = LOGIT_SIDES if name.endswith("-logits") else PROBABILITY_SIDES
-        assert set(workload["sides"]) == (FUNCTION_SIDES if name in FUNCTIONS else expected), name
+        if name in FUNCTIONS:
+            expected = FUNCTION_SIDES
+        elif name == "W1-loss":
+            expected = LOSS_SIDES
+        assert set(workload["sides"]) == expected, name
         for side, fields in workload["sides"].items():
             assert set(fields) == SIDE_FIELDS, (name, side)
             assert len(fields["samples_s"]) == 2
@@ -91,7 +99,9 @@ def test_bench_cpu_quick(scripts: tuple[ModuleType, ModuleType], tmp_path: Path)
             assert isinstance(fields["peak_extra_bytes_rss"], int), (name, side, data["rss_note"])
     assert data["workloads"]["W1"]["kldiv_ratio_to_log_floor"] > 0
     # W1-W5, the logits' two each, the functions, the floor and memory; W1-W5 against JAX
-    assert len(data["targets"]) == 5 + 2 * 2 + 3 + 2 + (5 if JAX else 0)
+    # W1-W5, the logits' two each, the functions and the loss (two), the floor and memory;
+    # W1-W5 against JAX
+    assert len(data["targets"]) == 5 + 2 * 2 + 6 + 2 + 2 + (5 if JAX else 0)
     assert {"cpu_model", "numpy", "scipy", "torch", "torch_threads"} <= set(data["machine"])
 
 
