@@ -486,111 +486,34 @@ def _check(
     v.check_values(names, (VALUES, NORMALISED), arrays, shape, axes, _generic_np())
 
 
-@fuses(VALUES, NORMALISED)
-def kl_div(
-    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-) -> Array:
-    """As :func:`kldiv._agnostic.kl_div`, fused: compiled (:mod:`._native`) where it is
-    built and the layout allows, else in NumPy tiles."""
-    return _fused_reduction(
-        "kl_div",
-        (p, q),
-        axes,
-        keepdims,
-        validate,
-        generic=lambda: _agnostic.kl_div(
-            p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
-        ),
+def _reduction(name: str) -> Callable[..., Array]:
+    """The NumPy path's ``name``, a reduction of :data:`_FUSED`: as
+    :func:`kldiv._agnostic.<name>`, fused, by :func:`_fused_reduction`, with the generic
+    code for a layout that cannot be viewed as rows. One definition for every such function,
+    as the bridges' :func:`kldiv._backends.forwarding` is for theirs."""
+    generic = getattr(_agnostic, name)
+
+    @fuses(VALUES, NORMALISED)
+    def reduction(
+        *arrays: Array, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+    ) -> Array:
+        return _fused_reduction(
+            name,
+            arrays,
+            axes,
+            keepdims,
+            validate,
+            generic=lambda: generic(
+                *arrays, axes=axes, keepdims=keepdims, validate=validate, xp=xp
+            ),
+        )
+
+    reduction.__name__ = reduction.__qualname__ = name
+    reduction.__doc__ = (
+        f"As :func:`kldiv._agnostic.{name}`, fused: compiled (:mod:`._native`) where it is "
+        "built and the layout allows, else in NumPy tiles."
     )
-
-
-@fuses(VALUES, NORMALISED)
-def entropy(
-    p: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-) -> Array:
-    """As :func:`kldiv._agnostic.entropy`, fused: compiled where built, else in tiles."""
-    return _fused_reduction(
-        "entropy",
-        (p,),
-        axes,
-        keepdims,
-        validate,
-        generic=lambda: _agnostic.entropy(
-            p, axes=axes, keepdims=keepdims, validate=validate, xp=xp
-        ),
-    )
-
-
-@fuses(VALUES, NORMALISED)
-def cross_entropy(
-    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-) -> Array:
-    """As :func:`kldiv._agnostic.cross_entropy`, fused: compiled where built, else in tiles."""
-    return _fused_reduction(
-        "cross_entropy",
-        (p, q),
-        axes,
-        keepdims,
-        validate,
-        generic=lambda: _agnostic.cross_entropy(
-            p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
-        ),
-    )
-
-
-@fuses(VALUES, NORMALISED)
-def js_div(
-    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-) -> Array:
-    """As :func:`kldiv._agnostic.js_div`, fused: compiled where built, else in tiles. JS is
-    never below 0 for non-negative input, so a result below 0 is rounding and is clipped,
-    validated or not."""
-    return _fused_reduction(
-        "js_div",
-        (p, q),
-        axes,
-        keepdims,
-        validate,
-        generic=lambda: _agnostic.js_div(
-            p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
-        ),
-    )
-
-
-@fuses(VALUES, NORMALISED)
-def hellinger(
-    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-) -> Array:
-    """As :func:`kldiv._agnostic.hellinger` (the squared distance), fused: compiled where
-    built, else in tiles."""
-    return _fused_reduction(
-        "hellinger",
-        (p, q),
-        axes,
-        keepdims,
-        validate,
-        generic=lambda: _agnostic.hellinger(
-            p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
-        ),
-    )
-
-
-@fuses(VALUES, NORMALISED)
-def total_variation(
-    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
-) -> Array:
-    """As :func:`kldiv._agnostic.total_variation`, fused: compiled where built, else in
-    tiles."""
-    return _fused_reduction(
-        "total_variation",
-        (p, q),
-        axes,
-        keepdims,
-        validate,
-        generic=lambda: _agnostic.total_variation(
-            p, q, axes=axes, keepdims=keepdims, validate=validate, xp=xp
-        ),
-    )
+    return reduction
 
 
 class _Fused(NamedTuple):
@@ -624,6 +547,13 @@ _FUSED = {
     "total_variation": _Fused("total_variation", lambda dtype, validate: _tv_tile, (0, 1)),
 }
 _NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+kl_div = _reduction("kl_div")
+entropy = _reduction("entropy")
+cross_entropy = _reduction("cross_entropy")
+js_div = _reduction("js_div")  # never below 0: its table row clips, validated or not
+hellinger = _reduction("hellinger")
+total_variation = _reduction("total_variation")
 
 
 def _fused_reduction(

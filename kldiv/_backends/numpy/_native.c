@@ -352,9 +352,13 @@ static const kl_variant *kl_find_variant(PyObject *name)
     return NULL;
 }
 
-/* Buffers of two input arrays (read-only, any strides) and an output (writable, C order):
- * 0, or -1 with an exception set and nothing held. */
-static int kl_get_buffers(PyObject *x, PyObject *y, PyObject *out, Py_buffer buffers[3])
+/* Buffers of two input arrays (read-only, any strides) and an output (writable, with
+ * out_flags: KL_OUT_C for C order, PyBUF_RECORDS for any strides): 0, or -1 with an exception
+ * set and nothing held. */
+#define KL_OUT_C (PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE)
+
+static int kl_get_buffers(PyObject *x, PyObject *y, PyObject *out, int out_flags,
+                          Py_buffer buffers[3])
 {
     if (PyObject_GetBuffer(x, &buffers[0], PyBUF_RECORDS_RO) < 0) {
         return -1;
@@ -363,8 +367,7 @@ static int kl_get_buffers(PyObject *x, PyObject *y, PyObject *out, Py_buffer buf
         PyBuffer_Release(&buffers[0]);
         return -1;
     }
-    if (PyObject_GetBuffer(out, &buffers[2], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) <
-        0) {
+    if (PyObject_GetBuffer(out, &buffers[2], out_flags) < 0) {
         PyBuffer_Release(&buffers[0]);
         PyBuffer_Release(&buffers[1]);
         return -1;
@@ -489,7 +492,7 @@ static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *
     }
 
     Py_buffer buffers[3];
-    if (kl_get_buffers(p_obj, q_obj, out_obj, buffers) < 0) {
+    if (kl_get_buffers(p_obj, q_obj, out_obj, KL_OUT_C, buffers) < 0) {
         return NULL;
     }
     const Py_buffer *p = &buffers[0], *q = &buffers[1], *out = &buffers[2];
@@ -538,16 +541,7 @@ static PyObject *rel_entr_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
         return NULL;
     }
     Py_buffer buffers[3];
-    if (PyObject_GetBuffer(p_obj, &buffers[0], PyBUF_RECORDS_RO) < 0) {
-        return NULL;
-    }
-    if (PyObject_GetBuffer(q_obj, &buffers[1], PyBUF_RECORDS_RO) < 0) {
-        PyBuffer_Release(&buffers[0]);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(out_obj, &buffers[2], PyBUF_RECORDS) < 0) {
-        PyBuffer_Release(&buffers[0]);
-        PyBuffer_Release(&buffers[1]);
+    if (kl_get_buffers(p_obj, q_obj, out_obj, PyBUF_RECORDS, buffers) < 0) {
         return NULL;
     }
     const Py_buffer *p = &buffers[0], *q = &buffers[1], *out = &buffers[2];
@@ -595,7 +589,7 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
         return NULL;
     }
     Py_buffer buffers[3];
-    if (kl_get_buffers(a_obj, b_obj, out_obj, buffers) < 0) {
+    if (kl_get_buffers(a_obj, b_obj, out_obj, KL_OUT_C, buffers) < 0) {
         return NULL;
     }
     const Py_buffer *a = &buffers[0], *b = &buffers[1], *out = &buffers[2];
@@ -671,7 +665,7 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
         return NULL;
     }
     Py_buffer buffers[3], grad_buffer;
-    if (kl_get_buffers(pred_obj, target_obj, errors_obj, buffers) < 0) {
+    if (kl_get_buffers(pred_obj, target_obj, errors_obj, KL_OUT_C, buffers) < 0) {
         return NULL;
     }
     if (PyObject_GetBuffer(grad_obj, &grad_buffer, PyBUF_RECORDS) < 0) {
