@@ -9,7 +9,9 @@ Method
 Workloads are strictly positive rows along the last axis, normalised, from a fixed seed, made
 on the device: W1 ``(4096, 1000)`` float32, W2 the same in float64, W3 ``(64, 32000)``
 float32, W4 ``(1_000_000, 10)`` float32, W5 ``(16, 1_000_000)`` float32, and W1-logits
-(``3 * standard normal`` logits of W1's shape). ``--quick`` divides the row counts by 16.
+(``3 * standard normal`` logits of W1's shape), and W1's rows through ``entropy``,
+``cross_entropy``, ``js_div``, ``hellinger`` and ``total_variation``. ``--quick`` divides the
+row counts by 16.
 
 Sides: ``kernel`` is the CuPy backend's ``kl_div`` (``kl_div_logits``) called directly, with
 ``validate=False``: one kernel launch. ``public`` is ``kldiv.kl_div(p, q)`` with its defaults,
@@ -17,7 +19,9 @@ so the public layer's value checks (extra passes over the inputs) and whichever 
 dispatch table names for CuPy are included; the line above the table says which that is.
 ``naive`` is ``cp.sum(p * cp.log(p / q), axis=-1)`` (four kernels, three temporaries of the
 input's size); for logits, ``cupyx.scipy.special.log_softmax`` of both and
-``cp.sum(cp.exp(la) * (la - lb), axis=-1)``.
+``cp.sum(cp.exp(la) * (la - lb), axis=-1)``; for the other functions their textbook CuPy
+expression (``hellinger`` and ``total_variation`` have no CuPy kernel: their ``public`` side is
+the generic code, and the reference).
 
 Each side is run once to warm up (compiling its kernels) and checked against ``kernel``'s
 result; then ``cupyx.profiler.benchmark`` times ``--repeat`` calls with CUDA events and the
@@ -60,6 +64,7 @@ class Workload:
     shape: tuple[int, int]
     dtype: str
     logits: bool = False
+    function: str = "kl_div"
 
 
 WORKLOADS = (
@@ -69,7 +74,26 @@ WORKLOADS = (
     Workload("W4", (1_000_000, 10), "float32"),
     Workload("W5", (16, 1_000_000), "float32"),
     Workload("W1-logits", (4096, 1000), "float32", logits=True),
+    *(
+        Workload(f"W1-{name}", (4096, 1000), "float32", function=name)
+        for name in ("entropy", "cross_entropy", "js_div", "hellinger", "total_variation")
+    ),
 )
+
+# The textbook CuPy expression of each function besides kl_div
+NAIVE: dict[str, Callable[[Any, Array, Array], Array]] = {
+    "entropy": lambda cp, p, q: -cp.sum(p * cp.log(p), axis=-1),
+    "cross_entropy": lambda cp, p, q: -cp.sum(p * cp.log(q), axis=-1),
+    "js_div": lambda cp, p, q: (
+        (
+            cp.sum(p * cp.log(2 * p / (p + q)), axis=-1)
+            + cp.sum(q * cp.log(2 * q / (p + q)), axis=-1)
+        )
+        / 2
+    ),
+    "hellinger": lambda cp, p, q: cp.sqrt(cp.sum((cp.sqrt(p) - cp.sqrt(q)) ** 2, axis=-1) / 2),
+    "total_variation": lambda cp, p, q: cp.sum(cp.abs(p - q), axis=-1) / 2,
+}
 
 
 def peak_bandwidth(cp: Any) -> float | None:
@@ -106,6 +130,19 @@ def sides(cp: Any, workload: Workload) -> dict[str, Callable[[Array, Array], Arr
             "public": kldiv.kl_div_logits,
             "naive": naive_logits,
         }
+    name = workload.function
+    if name != "kl_div":
+        arity = 1 if name == "entropy" else 2
+        out: dict[str, Callable[[Array, Array], Array]] = {}
+        kernel = getattr(_cupy_backend, name, None)
+        if kernel is not None:
+            out["kernel"] = lambda p, q: kernel(
+                *(p, q)[:arity], axes=(1,), keepdims=False, validate=False, xp=xp
+            )
+        public = getattr(kldiv, name)
+        out["public"] = lambda p, q: public(*(p, q)[:arity])
+        out["naive"] = lambda p, q: NAIVE[name](cp, p, q)
+        return out
     return {
         "kernel": lambda p, q: _cupy_backend.kl_div(
             p, q, axes=(1,), keepdims=False, validate=False, xp=xp
@@ -154,14 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"kldiv.kl_div on CuPy dispatches to: {impl.__module__}.{impl.__name__}")
     print(f"median of {repeat} timed calls per side, CUDA events\n")
     print("| workload | side | median ms | useful GB/s | of peak | max rel. diff from kernel |")
+    # (from the public side where a function has no CuPy kernel)
     print("| --- | --- | --- | --- | --- | --- |")
     for workload in WORKLOADS:
         p, q = inputs(cp, workload, 16 if args.quick else 1)
-        useful_bytes = p.nbytes + q.nbytes + p.shape[0] * p.itemsize
+        read = p.nbytes + (0 if workload.function == "entropy" else q.nbytes)
+        useful_bytes = read + p.shape[0] * p.itemsize
         results = {}
         for side, func in sides(cp, workload).items():
             results[side] = func(p, q)  # warm-up: compiles the side's kernels
-            reference = results["kernel"]
+            reference = results.get("kernel", results["public"])
             diff = float(cp.max(cp.abs(results[side] - reference) / cp.abs(reference)))
             timing = benchmark(func, (p, q), n_repeat=repeat, n_warmup=1)
             seconds = float(np.median(timing.gpu_times[0]))
