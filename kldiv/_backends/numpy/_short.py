@@ -4,11 +4,10 @@ else.
 On a ``(2, 3)`` input the full path (namespace, dispatch, checks, row views, thread pool,
 redone rows) costs some 60 microseconds of Python, twenty times the arithmetic of the naive
 ``np.sum(p * np.log(p / q), -1)``. For the reductions with a compiled kernel
-(:data:`kldiv._backends.numpy._FUSED`), NumPy arrays,
-or plain CPU tensors that need no gradient, of one float dtype and shape, C-contiguous,
-reduced along their last axis, and smaller than a thread pool pays for
-(``kldiv.get_options().parallel_min``) go straight to the compiled kernel, which checks them
-as it goes. Anything else, and any result the kernel does
+(:data:`kldiv._backends.numpy._FUSED`), NumPy arrays, or plain CPU tensors that need no
+gradient, of one float dtype and shape, C-contiguous, reduced along their last axis, and
+smaller than a thread pool pays for (``kldiv.get_options().parallel_min``) go straight to the
+compiled kernel, which checks them as it goes. Anything else, and any result the kernel does
 not vouch for (a flagged check, a row left NaN), returns None, and the full path runs from
 the start: the checks name the problem there, and its tiles redo the rows.
 """
