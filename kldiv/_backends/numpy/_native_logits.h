@@ -10,6 +10,31 @@
  * for near-identical rows: it is delta = (a - max a) - (b - max b), exact, less
  * log(sum_a/sum_b), taken as log1p(sum(exp_b*expm1(delta))/sum_b). */
 
+/* The middle pass of the logits and loss kernels, on one row pair: exp_a = exp(a - max a),
+ * exp_b likewise; delta = (a - max a) - (b - max b), exact but for a rounding relative to
+ * itself; returns sum(exp_b), and in *sum_diff sum(exp_a - exp_b) = sum(exp_b*expm1(delta)),
+ * which near-identical rows must not take as a difference of two rounded sums. */
+KL_ATTR static KL_INLINE double KL_NAME(kl_logit_exps, f32, KL_VARIANT)(
+    const float *restrict ar, float peak_a, const float *restrict br, float peak_b, Py_ssize_t n,
+    float *restrict exp_a, float *restrict exp_b, float *restrict delta, double *sum_diff_out)
+{
+    double sum_b = 0.0, sum_diff = 0.0;
+#pragma omp simd reduction(+ : sum_b, sum_diff)
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float lo_a, lo_b;
+        const float hi_a = kl_diff_f32(ar[i], peak_a, &lo_a);
+        const float hi_b = kl_diff_f32(br[i], peak_b, &lo_b);
+        exp_a[i] = kl_exp_nonpositive_f32(hi_a, lo_a);
+        exp_b[i] = kl_exp_nonpositive_f32(hi_b, lo_b);
+        const float dl = (hi_a - hi_b) + (lo_a - lo_b);
+        delta[i] = dl;
+        sum_b += (double)exp_b[i];
+        sum_diff += (double)kl_exp_diff_f32(exp_a[i], exp_b[i], dl);
+    }
+    *sum_diff_out = sum_diff;
+    return sum_b;
+}
+
 KL_ATTR static void KL_NAME(kl_logit_rows, f32, KL_VARIANT)(const char *a, Py_ssize_t a_stride,
                                                            const char *b, Py_ssize_t b_stride,
                                                            Py_ssize_t rows, Py_ssize_t n,
@@ -33,23 +58,9 @@ KL_ATTR static void KL_NAME(kl_logit_rows, f32, KL_VARIANT)(const char *a, Py_ss
             kl_store(res, res_kind, r, (double)NAN);
             continue;
         }
-        /* exp_a = exp(a - max a), exp_b likewise; delta = (a - max a) - (b - max b), exact
-         * but for a rounding relative to itself; and sum(exp_b) with
-         * sum(exp_a - exp_b) = sum(exp_b * expm1(delta)), which near-identical rows must not
-         * take as a difference of two rounded sums */
-        double sum_b = 0.0, sum_diff = 0.0;
-#pragma omp simd reduction(+ : sum_b, sum_diff)
-        for (Py_ssize_t i = 0; i < n; i++) {
-            float lo_a, lo_b;
-            const float hi_a = kl_diff_f32(ar[i], peak_a, &lo_a);
-            const float hi_b = kl_diff_f32(br[i], peak_b, &lo_b);
-            exp_a[i] = kl_exp_nonpositive_f32(hi_a, lo_a);
-            exp_b[i] = kl_exp_nonpositive_f32(hi_b, lo_b);
-            const float dl = (hi_a - hi_b) + (lo_a - lo_b);
-            delta[i] = dl;
-            sum_b += (double)exp_b[i];
-            sum_diff += (double)kl_exp_diff_f32(exp_a[i], exp_b[i], dl);
-        }
+        double sum_diff;
+        const double sum_b = KL_NAME(kl_logit_exps, f32, KL_VARIANT)(
+            ar, peak_a, br, peak_b, n, exp_a, exp_b, delta, &sum_diff);
         /* log p - log q = delta - log(sum_a/sum_b) */
         const double shift = log1p(sum_diff / sum_b);
         const float shift_hi = (float)shift, shift_lo = (float)(shift - (double)shift_hi);

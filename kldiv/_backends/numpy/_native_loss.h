@@ -53,19 +53,9 @@ KL_ATTR static int KL_NAME(kl_loss_rows, f32, KL_VARIANT)(
         double total = 0.0;
         if (norm_target) {
             /* as kl_logit_rows, a = target and b = pred */
-            double sum_s = 0.0, sum_diff = 0.0;
-#pragma omp simd reduction(+ : sum_s, sum_diff)
-            for (Py_ssize_t i = 0; i < n; i++) {
-                float lo_y, lo_b;
-                const float hi_y = kl_diff_f32(yr[i], peak_y, &lo_y);
-                const float hi_b = kl_diff_f32(br[i], peak_b, &lo_b);
-                exp_y[i] = kl_exp_nonpositive_f32(hi_y, lo_y);
-                exp_s[i] = kl_exp_nonpositive_f32(hi_b, lo_b);
-                const float dl = (hi_y - hi_b) + (lo_y - lo_b);
-                delta[i] = dl;
-                sum_s += (double)exp_s[i];
-                sum_diff += (double)kl_exp_diff_f32(exp_y[i], exp_s[i], dl);
-            }
+            double sum_diff;
+            const double sum_s = KL_NAME(kl_logit_exps, f32, KL_VARIANT)(
+                yr, peak_y, br, peak_b, n, exp_y, exp_s, delta, &sum_diff);
             const double shift = log1p(sum_diff / sum_s);
             const float shift_hi = (float)shift, shift_lo = (float)(shift - (double)shift_hi);
             const float scale_y = (float)(1.0 / (sum_s + sum_diff));
