@@ -517,12 +517,12 @@ def _reduction(name: str) -> Callable[..., Array]:
 
 
 class _Fused(NamedTuple):
-    """How the NumPy path computes one reduction: the compiled kernels' ``op`` (None where
-    they have none), the tile terms (for the rows the kernels leave, and without them) by
+    """How the NumPy path computes one reduction: the compiled kernels' ``op`` (the
+    ``kl_rows`` argument), the tile terms (for the rows the kernels leave, and without them) by
     dtype and ``validate``, and the inputs whose signs the tiles check apart (those whose
     negative entries the terms' arithmetic would not make NaN)."""
 
-    op: str | None
+    op: str
     tiles: Callable[[Any, bool], TileTerms]
     sign_checked: tuple[int, ...]
 
@@ -572,8 +572,7 @@ def _fused_reduction(
     fused = _FUSED[name]
     dtype = np.result_type(*arrays)
     if (
-        fused.op is not None
-        and _kernels() is not None
+        _kernels() is not None
         and all(a.dtype == dtype for a in arrays)
         and dtype in _NATIVE_DTYPES
     ):
@@ -618,7 +617,6 @@ def _native_rows(name: str, views: Sequence[Array], out: Array, *, validate: boo
     """
     assert _native is not None
     fused = _FUSED[name]
-    assert fused.op is not None
     p, q = views if len(views) == 2 else (views[0], views[0])
     rows, n = p.shape
     tolerance = v.sum_tolerance(p.dtype, n, np) if validate else None
