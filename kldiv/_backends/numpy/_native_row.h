@@ -32,6 +32,45 @@ KL_ATTR static void KL_FN(kl_chunk)(const KL_T *restrict p, const KL_T *restrict
     }
 }
 
+#if KL_DIFFS
+/* A chunk into a row's accumulators, laid out as kl_sum's, in float64 lanes: the terms, p,
+ * q, and the differences diffs (or p - q where diffs is NULL) in error-free TwoSum lanes,
+ * the lanes joined with compensation. Each difference is exact near p == q (Sterbenz), but
+ * their sum is what near-identical rows cancel in. kl_sum's float64 chunks and
+ * kl_measure_rows' chunks of both types. */
+KL_ATTR static KL_INLINE void KL_FN(kl_lane_sums)(const KL_T *restrict p, const KL_T *restrict q,
+                                                  Py_ssize_t m, const KL_T *restrict terms,
+                                                  const KL_T *restrict diffs, double *acc)
+{
+    double t[KL_LANES] = {0}, sp[KL_LANES] = {0}, sq[KL_LANES] = {0};
+    double d[KL_LANES] = {0}, d_err[KL_LANES] = {0};
+    Py_ssize_t i = 0;
+    for (; i + KL_LANES <= m; i += KL_LANES) {
+        for (int l = 0; l < KL_LANES; l++) {
+            t[l] += (double)terms[i + l];
+            sp[l] += (double)p[i + l];
+            sq[l] += (double)q[i + l];
+            const KL_T diff = diffs ? diffs[i + l] : p[i + l] - q[i + l];
+            kl_two_sum(&d[l], &d_err[l], (double)diff);
+        }
+    }
+    for (; i < m; i++) {
+        t[0] += (double)terms[i];
+        sp[0] += (double)p[i];
+        sq[0] += (double)q[i];
+        kl_two_sum(&d[0], &d_err[0], (double)(diffs ? diffs[i] : p[i] - q[i]));
+    }
+    for (int l = 0; l < KL_LANES; l++) {
+        kl_neumaier(&acc[0], &acc[1], t[l]);
+        kl_neumaier(&acc[2], &acc[3], d[l]);
+        acc[3] += d_err[l];
+        acc[4] += sp[l];
+        acc[5] += sq[l];
+    }
+}
+
+#endif
+
 /* A long row's chunk into its accumulators: acc[0] + acc[1] = sum(t), acc[2] + acc[3] =
  * sum(p - q), acc[4] = sum(p), acc[5] = sum(q). */
 KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q, Py_ssize_t m,
@@ -54,33 +93,8 @@ KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q
     acc[4] += sp;
     acc[5] += sq;
 #elif KL_DIFFS
-    /* float64 input: each p - q is exact near p == q, but their sum is what near-identical
-     * rows cancel in, so each lane sums it without error (TwoSum), and the lanes are joined
-     * with compensation */
-    double t[KL_LANES] = {0}, sp[KL_LANES] = {0}, sq[KL_LANES] = {0};
-    double d[KL_LANES] = {0}, d_err[KL_LANES] = {0};
-    Py_ssize_t i = 0;
-    for (; i + KL_LANES <= m; i += KL_LANES) {
-        for (int l = 0; l < KL_LANES; l++) {
-            t[l] += terms[i + l];
-            sp[l] += p[i + l];
-            sq[l] += q[i + l];
-            kl_two_sum(&d[l], &d_err[l], p[i + l] - q[i + l]);
-        }
-    }
-    for (; i < m; i++) {
-        t[0] += terms[i];
-        sp[0] += p[i];
-        sq[0] += q[i];
-        kl_two_sum(&d[0], &d_err[0], p[i] - q[i]);
-    }
-    for (int l = 0; l < KL_LANES; l++) {
-        kl_neumaier(&acc[0], &acc[1], t[l]);
-        kl_neumaier(&acc[2], &acc[3], d[l]);
-        acc[3] += d_err[l];
-        acc[4] += sp[l];
-        acc[5] += sq[l];
-    }
+    /* float64 input: the differences p - q in TwoSum lanes */
+    KL_FN(kl_lane_sums)(p, q, m, terms, NULL, acc);
 #else
     /* float64 terms of one sign: plain lanes, the chunks joined with compensation */
     double t = 0.0, sp = 0.0, sq = 0.0;
@@ -187,39 +201,6 @@ KL_ATTR static void KL_FN(kl_measure_chunk)(const KL_T *restrict p, const KL_T *
     }
 }
 
-/* A chunk into a row's accumulators, laid out as kl_sum's. The differences are exact (each
- * one within a factor sqrt(2), Sterbenz); for float64 they are summed in error-free TwoSum
- * lanes, as kl_sum does, and for float32 in float64. */
-KL_ATTR static void KL_FN(kl_measure_sum)(const KL_T *restrict p, const KL_T *restrict q,
-                                          Py_ssize_t m, const KL_T *restrict terms,
-                                          const KL_T *restrict diffs, double *acc)
-{
-    double t[KL_LANES] = {0}, sp[KL_LANES] = {0}, sq[KL_LANES] = {0};
-    double d[KL_LANES] = {0}, d_err[KL_LANES] = {0};
-    Py_ssize_t i = 0;
-    for (; i + KL_LANES <= m; i += KL_LANES) {
-        for (int l = 0; l < KL_LANES; l++) {
-            t[l] += (double)terms[i + l];
-            sp[l] += (double)p[i + l];
-            sq[l] += (double)q[i + l];
-            kl_two_sum(&d[l], &d_err[l], (double)diffs[i + l]);
-        }
-    }
-    for (; i < m; i++) {
-        t[0] += (double)terms[i];
-        sp[0] += (double)p[i];
-        sq[0] += (double)q[i];
-        kl_two_sum(&d[0], &d_err[0], (double)diffs[i]);
-    }
-    for (int l = 0; l < KL_LANES; l++) {
-        kl_neumaier(&acc[0], &acc[1], t[l]);
-        kl_neumaier(&acc[2], &acc[3], d[l]);
-        acc[3] += d_err[l];
-        acc[4] += sp[l];
-        acc[5] += sq[l];
-    }
-}
-
 KL_ATTR static void KL_FN(kl_measure_rows)(const char *p, Py_ssize_t p_stride, const char *q,
                                            Py_ssize_t q_stride, Py_ssize_t rows, Py_ssize_t n,
                                            double *res)
@@ -232,7 +213,7 @@ KL_ATTR static void KL_FN(kl_measure_rows)(const char *p, Py_ssize_t p_stride, c
         for (Py_ssize_t start = 0; start < n; start += CHUNK) {
             const Py_ssize_t m = n - start < CHUNK ? n - start : CHUNK;
             KL_FN(kl_measure_chunk)(pr + start, qr + start, m, terms, diffs);
-            KL_FN(kl_measure_sum)(pr + start, qr + start, m, terms, diffs, acc);
+            KL_FN(kl_lane_sums)(pr + start, qr + start, m, terms, diffs, acc);
         }
         double *out = res + 3 * r;
         out[0] = acc[0] + (acc[2] + (acc[1] + acc[3]));
