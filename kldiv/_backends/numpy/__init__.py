@@ -571,11 +571,7 @@ def _fused_reduction(
     names = DIVERGENCES[name].inputs
     fused = _FUSED[name]
     dtype = np.result_type(*arrays)
-    if (
-        _kernels() is not None
-        and all(a.dtype == dtype for a in arrays)
-        and dtype in _NATIVE_DTYPES
-    ):
+    if _kernels() is not None and all(a.dtype == dtype for a in arrays) and dtype in _NATIVE_DTYPES:
         shape = v.broadcast_shape(names, [tuple(a.shape) for a in arrays])
         views = _all_as_rows(arrays, shape, axes)
         if views is not None and all(_rows_contiguous(x) for x in views):

@@ -1,5 +1,5 @@
 /* The row kernels of _native.c for one instruction-set variant, element type and divergence.
- * _native_variant.h includes this file once per (variant, type, divergence) with these
+ * _native_divergences.h includes this file once per (variant, type, divergence) with these
  * defined:
  *   KL_FN(name)   the function name for them (kl_rows_kl_f32_x86_64_v4, ...);
  *   KL_ATTR       the variant's target attribute, or nothing;
