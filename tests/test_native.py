@@ -18,6 +18,7 @@ from pathlib import Path
 import mpmath
 import numpy as np
 import pytest
+import scipy.special
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -322,12 +323,14 @@ def test_float32_out_is_written_directly():
 
 # --- the logits kernel ------------------------------------------------------------------------
 
-# KL of two softmaxes, float32 logits: the terms are >= 0, so the error is relative to the
-# KL; and absolute for the probabilities under 2**-126 that the kernel flushes to 0: at most
-# 2**-126*|log(p/q)| each, |log(p/q)| <= 400 for the logits below (within 200 of each other;
-# hypothesis found a row of 1.03e-37 from one such term)
-LOGITS_LIMIT = 1e-6
-LOGITS_FLOOR = 2.0**-126 * 400
+# KL of two softmaxes: the terms are >= 0, so the error is relative to the KL; and absolute
+# for the probabilities under 2**-126 (float32) or 2**-1022 (float64) of a row's largest that
+# the kernel flushes to 0: at most that times |log(p/q)| each, |log(p/q)| <= 400 for the
+# logits below (within 200 of each other; hypothesis found a float32 row of 1.03e-37 from one
+# such term)
+LOGITS_LIMIT = {"float32": 1e-6, "float64": 1e-14}
+LOGITS_FLOOR = {"float32": 2.0**-126 * 400, "float64": 2.0**-1022 * 400}
+LOGIT_DTYPES = ["float32", "float64"]
 
 
 def logits_reference(a_row, b_row):
@@ -343,20 +346,23 @@ def logits_reference(a_row, b_row):
         )
 
 
-def run_logits(a, b, variant=None):
+def run_logits(a, b, variant=None, chunk=None):
     out = np.full(a.shape[0], -1.0)
-    native.kl_logit_rows(a, b, out, variant)
+    native.kl_logit_rows(a, b, out, variant, chunk)
     return out
 
 
 def assert_logits_close(a, b, out):
+    dtype = a.dtype.name
     for row, (a_row, b_row) in enumerate(zip(a, b, strict=True)):
         kl = logits_reference(a_row, b_row)
         diff = abs(mpmath.mpf(float(out[row])) - kl)
-        assert diff <= LOGITS_LIMIT * kl + LOGITS_FLOOR, (row, float(kl), out[row], float(diff))
+        # and 1e-45 for the reference's own rounding at 50 digits (a one-logit row: -7e-52)
+        bound = LOGITS_LIMIT[dtype] * abs(kl) + LOGITS_FLOOR[dtype] + 1e-45
+        assert diff <= bound, (row, float(kl), out[row], float(diff))
 
 
-def logits_of(rng, kind, rows, n):
+def logits_of(rng, kind, rows, n, dtype="float32"):
     a = 3 * rng.standard_normal((rows, n))
     if kind == "random":
         b = 3 * rng.standard_normal((rows, n))
@@ -371,65 +377,101 @@ def logits_of(rng, kind, rows, n):
         b = -1e4 + 3 * rng.standard_normal((rows, n))
     else:
         raise AssertionError(kind)
-    return a.astype(np.float32), b.astype(np.float32)
+    return a.astype(dtype), b.astype(dtype)
 
 
 LOGIT_KINDS = ["random", "near", "wide", "log ratio near 1", "large logits"]
 
 
+@pytest.mark.parametrize("dtype", LOGIT_DTYPES)
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("kind", LOGIT_KINDS)
 @pytest.mark.parametrize("n", [1, 2, 3, 17, 1000])
-def test_logits_every_variant_against_mpmath(variant, kind, n):
+def test_logits_every_variant_against_mpmath(variant, kind, n, dtype):
     rng = np.random.default_rng([len(kind), n])
-    a, b = logits_of(rng, kind, 2 if n > 100 else 20, n)
+    a, b = logits_of(rng, kind, 2 if n > 100 else 20, n, dtype)
     out = run_logits(a, b, variant)
     assert np.isfinite(out).all()
     assert (out >= 0).all()
     assert_logits_close(a, b, out)
 
 
+@pytest.mark.parametrize("dtype", LOGIT_DTYPES)
+@pytest.mark.parametrize("kind", ["random", "near", "wide", "large logits"])
+@pytest.mark.parametrize("chunk", [1, 3, 16, 39, 40])
+def test_logit_rows_in_chunks_against_mpmath(kind, chunk, dtype):
+    """Rows longer than a chunk: the exponentials are made again chunk by chunk, and the
+    normalisers summed over all of them; the scratch stays three chunks."""
+    rng = np.random.default_rng([len(kind), chunk])
+    a, b = logits_of(rng, kind, 3, 40, dtype)
+    for variant in VARIANTS:
+        out = run_logits(a, b, variant, chunk)
+        assert (out >= 0).all()
+        assert_logits_close(a, b, out)
+
+
+@pytest.mark.parametrize("dtype", LOGIT_DTYPES)
+def test_vocabulary_sized_logit_rows_against_float64(dtype):
+    """Rows of 131075 logits, over two default chunks of either type, against SciPy's float64
+    log_softmax (exact to 1e-12 for rows this far apart), and the near-identical row that
+    would lose its digits there against the kernel's own float64 one chunk at a time."""
+    rng = np.random.default_rng(21)
+    a, b = logits_of(rng, "random", 2, 131075, dtype)
+    la = scipy.special.log_softmax(a.astype(np.float64), axis=1)
+    lb = scipy.special.log_softmax(b.astype(np.float64), axis=1)
+    expected = np.sum(np.exp(la) * (la - lb), axis=1)
+    np.testing.assert_allclose(run_logits(a, b), expected, rtol=LOGITS_LIMIT[dtype])
+    a, b = logits_of(rng, "near", 1, 131075, dtype)
+    whole = run_logits(a.astype(np.float64), b.astype(np.float64), chunk=131075)
+    np.testing.assert_allclose(run_logits(a, b), whole, rtol=LOGITS_LIMIT[dtype])
+
+
 @settings(max_examples=60, deadline=None)
 @given(
+    st.sampled_from(LOGIT_DTYPES),
+    st.integers(1, 64),
     st.lists(
         st.tuples(st.floats(-200, 200, width=32), st.floats(-200, 200, width=32)),
         min_size=1,
         max_size=60,
-    )
+    ),
 )
-def test_logits_property_any_finite_row_against_mpmath(pairs):
-    a = np.array([[x for x, _ in pairs]], np.float32)
-    b = np.array([[y for _, y in pairs]], np.float32)
+def test_logits_property_any_finite_row_against_mpmath(dtype, chunk, pairs):
+    a = np.array([[x for x, _ in pairs]], dtype)
+    b = np.array([[y for _, y in pairs]], dtype)
     for variant in VARIANTS:
-        assert_logits_close(a, b, run_logits(a, b, variant))
+        assert_logits_close(a, b, run_logits(a, b, variant, chunk))
 
 
+@pytest.mark.parametrize("dtype", LOGIT_DTYPES)
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("gap", [8.9e-14, 1e-9, 1e-6])
-def test_logits_of_near_identical_rows_keep_their_digits(variant, gap):
-    # KL ~ gap**2/8: a ratio of the two normalisers off by a float32 rounding would add its
-    # square, 1e-14, and swamp every one of these
-    a = np.array([[0.0, 0.0], [1.0, -2.0], [3.0, 3.0 + gap]], np.float32)
+def test_logits_of_near_identical_rows_keep_their_digits(variant, gap, dtype):
+    # KL ~ gap**2/8: a ratio of the two normalisers off by a rounding would add its square,
+    # 1e-14 (float32) or 1e-32 (float64), and swamp every one of these
+    a = np.array([[0.0, 0.0], [1.0, -2.0], [3.0, 3.0 + gap]], dtype)
     b = a.copy()
-    b[:, 1] += np.float32(gap)
+    b[:, 1] += b.dtype.type(gap)
     assert_logits_close(a, b, run_logits(a, b, variant))
 
 
+@pytest.mark.parametrize("dtype", LOGIT_DTYPES)
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_a_logit_that_is_not_finite_makes_only_its_row_nan(variant):
+def test_a_logit_that_is_not_finite_makes_only_its_row_nan(variant, dtype):
     for bad in (-np.inf, np.inf, np.nan):
         for side in (0, 1):
-            a = np.zeros((5, 6), np.float32)
-            b = np.zeros((5, 6), np.float32)
+            a = np.zeros((5, 6), dtype)
+            b = np.zeros((5, 6), dtype)
             (a, b)[side][3, 5] = bad
             out = run_logits(a, b, variant)
             assert np.isnan(out[3]), (bad, side)
             assert (out[[0, 1, 2, 4]] == 0).all()
 
 
-def test_logit_rows_strides():
+@pytest.mark.parametrize("dtype", LOGIT_DTYPES)
+def test_logit_rows_strides(dtype):
     rng = np.random.default_rng(6)
-    a, b = logits_of(rng, "random", 40, 30)
+    a, b = logits_of(rng, "random", 40, 30, dtype)
     dense = run_logits(a, b)
     b_row = np.broadcast_to(b[:1], b.shape)
     np.testing.assert_array_equal(run_logits(a, b_row), run_logits(a, np.ascontiguousarray(b_row)))
@@ -437,17 +479,20 @@ def test_logit_rows_strides():
 
 
 @pytest.mark.parametrize(
-    ("a", "out", "error", "message"),
+    ("a", "b", "out", "chunk", "error", "message"),
     [
-        (np.zeros((3, 4)), np.empty(3), TypeError, "must be float32"),
-        (np.zeros((3, 4), np.float32), np.empty(2), ValueError, "one element per row"),
-        (np.zeros((3, 4), np.float32), np.empty(3, np.int32), ValueError, "1-D float32 or"),
-        (np.zeros((4, 3), np.float32).T, np.empty(3), ValueError, "contiguous"),
+        (np.zeros((3, 4), np.int32), None, np.empty(3), None, TypeError, "float32 or both"),
+        (np.zeros((3, 4)), np.zeros((3, 4), np.float32), np.empty(3), None, TypeError, "both"),
+        (np.zeros((3, 4), np.float32), None, np.empty(2), None, ValueError, "one element per"),
+        (np.zeros((3, 4), np.float32), None, np.empty(3, np.int32), None, ValueError, "1-D"),
+        (np.zeros((4, 3), np.float32).T, None, np.empty(3), None, ValueError, "contiguous"),
+        (np.zeros((3, 4)), None, np.empty(3), 0, ValueError, "chunk must be a positive"),
+        (np.zeros((3, 4)), None, np.empty(3), 2.5, TypeError, "integer"),
     ],
 )
-def test_logits_bad_arguments_are_refused(a, out, error, message):
+def test_logits_bad_arguments_are_refused(a, b, out, chunk, error, message):
     with pytest.raises(error, match=message):
-        native.kl_logit_rows(a, a, out)
+        native.kl_logit_rows(a, a if b is None else b, out, chunk=chunk)
 
 
 def measure_reference(p_row, q_row):

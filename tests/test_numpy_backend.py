@@ -363,23 +363,26 @@ def test_unchecked_measures_on_every_path(tiling, dtype):
         assert abs(got[row] - expected) <= bound, (row, got[row], expected)
 
 
-# kl_div_logits of rows longer than a tile: streamed
+# kl_div_logits of rows longer than a tile: streamed by the tiles, or by the compiled kernel
 
 
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_rows_longer_than_a_tile_are_streamed_exactly(dtype):
+def test_rows_longer_than_a_tile_are_streamed_exactly(dtype, compiled):
+    if compiled and nb._native is None:
+        pytest.skip("kldiv._backends.numpy._native is not built")
     rng = np.random.default_rng(11)
     a = (rng.standard_normal((5, 1000)) * 3).astype(dtype)
     b = (rng.standard_normal((5, 1000)) * 3).astype(dtype)
     a[1, :300] = -np.inf  # zero probabilities in p
     b[2] = a[2] + 1e-9  # near-identical: float64 redoes it exactly
     expected = generic("kl_div_logits", a.astype(np.float64), b.astype(np.float64), axis=-1)
-    with kldiv.options(tile=256):
+    with kldiv.options(tile=256, compiled=compiled):
         got = kldiv.kl_div_logits(a, b)
     rtol = 1e-12 if dtype == "float64" else 2e-6
     np.testing.assert_allclose(got, expected, rtol=rtol, atol=1e-30)
     b[3, 7] = -np.inf  # q = 0 < p: infinite
-    with kldiv.options(tile=256):
+    with kldiv.options(tile=256, compiled=compiled):
         assert np.isinf(kldiv.kl_div_logits(a, b)[3])
         a[4, 9] = np.nan
         with pytest.raises(ValueError, match=r"^a "):
@@ -387,19 +390,43 @@ def test_rows_longer_than_a_tile_are_streamed_exactly(dtype):
         assert np.isnan(kldiv.kl_div_logits(a, b, validate=False)[4])
 
 
-def test_vocabulary_sized_rows_take_a_few_tiles_of_memory():
-    """(16, 131072) float32, 8 MiB per input: once fell to the generic code (198 MiB)."""
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_vocabulary_sized_rows_take_a_few_mib(dtype, compiled):
+    """(16, 131072), 8 or 16 MiB per input: once fell to the generic code (198 MiB). The
+    kernel's scratch is three chunks of 256 KiB per worker, the tiles' a few tiles."""
     rng = np.random.default_rng(12)
-    a = rng.standard_normal((16, 131072), dtype=np.float32)
-    b = rng.standard_normal((16, 131072), dtype=np.float32)
-    kldiv.kl_div_logits(a[:2], b[:2])  # first-call work (thread pool) first
-    tracemalloc.start()
-    try:
-        kldiv.kl_div_logits(a, b)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MiB"
+    a = rng.standard_normal((16, 131072)).astype(dtype)
+    b = rng.standard_normal((16, 131072)).astype(dtype)
+    with kldiv.options(compiled=compiled):
+        kldiv.kl_div_logits(a[:2], b[:2])  # first-call work (thread pool) first
+        tracemalloc.start()
+        try:
+            kldiv.kl_div_logits(a, b)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    limit = 4 if compiled and nb._native is not None else 8
+    assert peak < limit * 2**20, f"{peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.skipif(nb._native is None, reason="kldiv._backends.numpy._native is not built")
+@pytest.mark.parametrize("n", [7, 70_000])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_logits_of_either_type_and_any_length_run_the_kernel(dtype, n, monkeypatch):
+    """float64 and rows over the kernel's chunk reach kl_logit_rows; a row with a -inf
+    logit it leaves NaN is redone by the tiles (here, the streaming ones for the long rows)."""
+    calls = _record_native(monkeypatch, "kl_logit_rows")
+    rng = np.random.default_rng(13)
+    a = (3 * rng.standard_normal((3, n))).astype(dtype)
+    b = (3 * rng.standard_normal((3, n))).astype(dtype)
+    b[1, 2] = -np.inf  # q = 0 < p: +inf
+    a[2, :3] = -np.inf  # zeros of p: finite
+    got = kldiv.kl_div_logits(a, b)
+    assert calls
+    expected = generic("kl_div_logits", a.astype(np.float64), b.astype(np.float64), axis=-1)
+    np.testing.assert_allclose(got, expected, rtol=1e-12 if dtype == "float64" else 2e-6)
+    assert got.dtype == dtype
 
 
 def _record_native(monkeypatch, function):

@@ -23,8 +23,8 @@ The arithmetic follows :mod:`kldiv._agnostic` in substance, in fewer passes:
   :mod:`kldiv._validation` run (:func:`_check`), to say exactly what and where.
 
 Where a C compiler built :mod:`._native` (``setup.py``), ``rel_entr``, ``kl_div``,
-``entropy``, ``cross_entropy``, ``js_div``, ``hellinger`` and ``total_variation`` of float32
-or float64 and ``kl_div_logits`` of float32 run
+``entropy``, ``cross_entropy``, ``js_div``, ``hellinger``, ``total_variation`` and
+``kl_div_logits`` of float32 or float64 run
 its compiled row kernels instead, one call per worker, each a single vectorised pass per row
 (see ``_native.c``; :data:`_FUSED` says which kernel and which tiles each function takes).
 Rows they leave NaN (an element outside their fast domain: a zero ``q``, a subnormal, a bad
@@ -794,9 +794,9 @@ def _logit_terms_rows(log_p: Array, log_q: Array, q: Array, work: Array) -> Arra
 def kl_div_logits(
     a: Array, b: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
 ) -> Array:
-    """As :func:`kldiv._agnostic.kl_div_logits`, fused: rows of at most one tile compiled for
-    float32 (:mod:`._native`) where it is built, else in NumPy tiles; longer rows streamed
-    through the tiles (:func:`_long_logit_rows`)."""
+    """As :func:`kldiv._agnostic.kl_div_logits`, fused: rows of any length compiled
+    (:mod:`._native`) where it is built, else in NumPy tiles; rows longer than a tile
+    streamed through the tiles (:func:`_long_logit_rows`)."""
     shape = v.broadcast_shape(("a", "b"), [tuple(a.shape), tuple(b.shape)])
     views = _all_as_rows((a, b), shape, axes)
     n = math.prod(shape[i] for i in axes)
@@ -811,16 +811,22 @@ def kl_div_logits(
         return generic()
     a_rows, b_rows = views
     out = np.empty(a_rows.shape[0], dtype=np.result_type(a, b))
-    compiled = _kernels() is not None and a.dtype == b.dtype == np.float32
-    if n > _tile():  # vocabulary-sized rows: streamed, in two passes
-        flagged = _long_logit_rows(a_rows, b_rows, out)
-    elif compiled and all(_rows_contiguous(x) for x in views):
+    compiled = _kernels() is not None and a.dtype == b.dtype and a.dtype in _NATIVE_DTYPES
+    if compiled and all(_rows_contiguous(x) for x in views):
         flagged = _native_logit_rows(a_rows, b_rows, out)
     else:
-        flagged = _logit_rows(a_rows, b_rows, out)
+        flagged = _tiled_logit_rows(a_rows, b_rows, out)
     if flagged and validate:
         generic()  # its checks name the problem
     return out.reshape(kept_shape(shape, axes, keepdims))
+
+
+def _tiled_logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
+    """:func:`_logit_rows`, or :func:`_long_logit_rows` for rows longer than a tile: True
+    when a row holds NaN or ``+inf``, or no finite logit."""
+    if a_rows.shape[1] > _tile():  # vocabulary-sized rows: streamed, in two passes
+        return _long_logit_rows(a_rows, b_rows, out)
+    return _logit_rows(a_rows, b_rows, out)
 
 
 def _logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
@@ -933,9 +939,10 @@ _LOGITS_EXACT_BELOW = 1e-4
 
 
 def _native_logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
-    """As :func:`_logit_rows`, by the compiled kernel for float32 rows, one call per worker.
-    Rows it leaves NaN hold a logit that is not finite (``-inf`` for a class of probability 0
-    among them): :func:`_logit_rows` redoes those, with every convention and check."""
+    """As :func:`_tiled_logit_rows`, by the compiled kernel, one call per worker, with
+    scratch of 768 KiB at most whatever the row. Rows it leaves NaN hold a logit that is not
+    finite (``-inf`` for a class of probability 0 among them): the tiles redo those, with
+    every convention and check."""
     assert _native is not None
     rows, n = a_rows.shape
 
@@ -943,7 +950,7 @@ def _native_logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
         _native.kl_logit_rows(a_rows[start:stop], b_rows[start:stop], out[start:stop])
 
     def redo(again: Array, fixed: Array) -> bool:
-        return _logit_rows(a_rows[again], b_rows[again], fixed)
+        return _tiled_logit_rows(a_rows[again], b_rows[again], fixed)
 
     _run(job, rows, n)
     return _redo_lost_rows(out, n, redo)

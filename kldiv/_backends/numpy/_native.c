@@ -37,15 +37,18 @@
  * split as above. Each term is then exact to a few ulps, and the KL to a rounding of the sum
  * of their magnitudes.
  *
- * kl_logit_rows, for float32 logits (_native_logits.h), takes each row's maxima, then its
- * exponentials with a vectorised exp (kl_exp_nonpositive_f32), then terms q*phi(p/q) >= 0
- * from the log-ratio d (kl_logit_term_f32), which cancel nothing near p == q. d is the
+ * kl_logit_rows, for float32 or float64 logits (_native_logits.h), takes each row's maxima,
+ * then its exponentials with a vectorised exp (kl_exp_nonpositive), then terms
+ * q*phi(p/q) >= 0 from the log-ratio d (kl_logit_term), which cancel nothing near p == q. d is the
  * difference of the shifted logits, exact, less the log of the normalisers' ratio, which is
- * taken from the sum of the exponentials' differences (kl_exp_diff_f32) rather than from two
+ * taken from the sum of the exponentials' differences (kl_exp_diff) rather than from two
  * rounded sums: an error e in it would shift every d by e and make the KL (1 + e)*KL + e**2,
- * a floor of 1e-14 for near-identical rows. Probabilities under 2**-126 of a row's largest
- * are flushed to 0 (subnormal arithmetic would be slow): an absolute error of at most
- * 2**-126*|log(p/q)| for each (under 5e-36 for logits within 200 of each other).
+ * a floor of 1e-14 for near-identical float32 rows. Probabilities under 2**-126 (float32) or
+ * 2**-1022 (float64) of a row's largest are flushed to 0 (subnormal arithmetic would be
+ * slow): an absolute error of at most that times |log(p/q)| for each (under 5e-36 for float32
+ * logits within 200 of each other). A row longer than a chunk (256 KiB of each input) is
+ * taken a chunk at a time, its exponentials made twice, so that the scratch stays three
+ * chunks whatever the row.
  *
  * On x86-64 with GCC 12 or later, each kernel is compiled three times, for x86-64-v4
  * (AVX-512), x86-64-v3 (AVX2, FMA) and the build's baseline, and the best the CPU runs is
@@ -82,6 +85,28 @@
 #define KL_LN2_HI_F64 6.93147180369123816490e-01 /* 0x3fe62e42fee00000 */
 #define KL_LN2_LO_F64 1.90821492927058770002e-10 /* 0x3dea39ef35793c76 */
 
+/* 1/k! for k = 0..19, the Taylor coefficients of _native_term.h's exp, expm1 and phi */
+static const double kl_inv_factorial[20] = {1.0,
+                                            1.0,
+                                            1.0 / 2.0,
+                                            1.0 / 6.0,
+                                            1.0 / 24.0,
+                                            1.0 / 120.0,
+                                            1.0 / 720.0,
+                                            1.0 / 5040.0,
+                                            1.0 / 40320.0,
+                                            1.0 / 362880.0,
+                                            1.0 / 3628800.0,
+                                            1.0 / 39916800.0,
+                                            1.0 / 479001600.0,
+                                            1.0 / 6227020800.0,
+                                            1.0 / 87178291200.0,
+                                            1.0 / 1307674368000.0,
+                                            1.0 / 20922789888000.0,
+                                            1.0 / 355687428096000.0,
+                                            1.0 / 6402373705728000.0,
+                                            1.0 / 121645100408832000.0};
+
 /* The element terms, once per element type (_native_term.h says what each macro is). */
 #define KL_T float
 #define KL_BITS_T uint32_t
@@ -95,6 +120,13 @@
 #define KL_LN2_LO KL_LN2_LO_F32
 #define KL_SQRT sqrtf
 #define KL_FABS fabsf
+#define KL_MAX FLT_MAX
+#define KL_LOG2E 1.44269504f
+#define KL_EXP_MIN -87.3f
+#define KL_EXP_SHIFTER 12582912.0f /* 1.5 * 2**23 */
+#define KL_EXP_DEGREE 7
+#define KL_EXPM1_TERMS 9
+#define KL_PHI_TERMS 11
 #include "_native_term.h"
 #undef KL_T
 #undef KL_BITS_T
@@ -108,6 +140,13 @@
 #undef KL_LN2_LO
 #undef KL_SQRT
 #undef KL_FABS
+#undef KL_MAX
+#undef KL_LOG2E
+#undef KL_EXP_MIN
+#undef KL_EXP_SHIFTER
+#undef KL_EXP_DEGREE
+#undef KL_EXPM1_TERMS
+#undef KL_PHI_TERMS
 
 #define KL_T double
 #define KL_BITS_T uint64_t
@@ -121,6 +160,13 @@
 #define KL_LN2_LO KL_LN2_LO_F64
 #define KL_SQRT sqrt
 #define KL_FABS fabs
+#define KL_MAX DBL_MAX
+#define KL_LOG2E 1.4426950408889634
+#define KL_EXP_MIN -708.3
+#define KL_EXP_SHIFTER 6755399441055744.0 /* 1.5 * 2**52 */
+#define KL_EXP_DEGREE 13
+#define KL_EXPM1_TERMS 16
+#define KL_PHI_TERMS 17
 #include "_native_term.h"
 #undef KL_T
 #undef KL_BITS_T
@@ -134,80 +180,13 @@
 #undef KL_LN2_LO
 #undef KL_SQRT
 #undef KL_FABS
-
-/* exp(x + x_lo) for x <= 0 in float32, x_lo a rounding error of x (|x_lo| <= ulp(x)/2), flushed
- * to 0 below -87.3 (a probability under 1e-38 of the row's largest): x = k*ln2 + r,
- * |r| <= ln2/2, exp(r) by its Taylor polynomial to r**7 (the next term, r**8/8!, is 5.5e-9
- * at most), times 2**k put into the exponent bits. */
-#define KL_LOG2E_F32 1.44269504f
-#define KL_EXP_MIN_F32 -87.3f
-
-static KL_INLINE float kl_exp_nonpositive_f32(float x, float x_lo)
-{
-    const float shifter = 12582912.0f; /* 1.5 * 2**23: adding it rounds to an integer */
-    const float k = (x * KL_LOG2E_F32 + shifter) - shifter;
-    const float r = ((x - k * KL_LN2_HI_F32) + x_lo) - k * KL_LN2_LO_F32;
-    float poly = 1.0f / 5040.0f;
-    poly = poly * r + 1.0f / 720.0f;
-    poly = poly * r + 1.0f / 120.0f;
-    poly = poly * r + 1.0f / 24.0f;
-    poly = poly * r + 1.0f / 6.0f;
-    poly = poly * r + 0.5f;
-    poly = poly * r + 1.0f;
-    poly = poly * r + 1.0f;
-    const int32_t scale = ((int32_t)k + 127) << 23;
-    const float result = poly * kl_from_bits_f32((uint32_t)(x >= KL_EXP_MIN_F32 ? scale : 0));
-    return x >= KL_EXP_MIN_F32 ? result : 0.0f;
-}
-
-/* x - y as the float nearest it and the exact rounding error (Knuth's TwoSum). */
-static KL_INLINE float kl_diff_f32(float x, float y, float *err)
-{
-    const float s = x - y, y_part = s - x;
-    *err = (x - (s - y_part)) + (-y - y_part);
-    return s;
-}
-
-/* exp_b*expm1(delta) = exp_a - exp_b, with exp_a = exp_b*exp(delta) rounded apart: near
- * delta == 0 by the Taylor polynomial of expm1 (the next term, delta**10/10!, is 2.7e-10 of
- * delta), which keeps the digits the subtraction would lose; else as the subtraction. */
-static KL_INLINE float kl_exp_diff_f32(float exp_a, float exp_b, float delta)
-{
-    float poly = 1.0f / 362880.0f;
-    poly = poly * delta + 1.0f / 40320.0f;
-    poly = poly * delta + 1.0f / 5040.0f;
-    poly = poly * delta + 1.0f / 720.0f;
-    poly = poly * delta + 1.0f / 120.0f;
-    poly = poly * delta + 1.0f / 24.0f;
-    poly = poly * delta + 1.0f / 6.0f;
-    poly = poly * delta + 0.5f;
-    poly = poly * delta + 1.0f;
-    const float near = exp_b * (delta * poly);
-    return (delta <= 0.5f) & (delta >= -0.5f) ? near : exp_a - exp_b;
-}
-
-/* The term of the logits kernel, q*phi(p/q) = p*log(p/q) - p + q >= 0 with p/q = exp(d).
- * Both forms below compute 1 - (1 - d)*x for some x, which cancels for negative d; they cancel
- * alike at |d| = 1 (a factor 3.8 on the roundings of p and q), so that is where they meet:
- * for |d| <= 1, q*d**2*(1 - (1 - d)*P(d)), P(d) = (expm1(d) - d)/d**2 by its Taylor
- * polynomial (the next term, 1/13!, is 1.6e-10); beyond, p*(d - 1) + q. */
-static KL_INLINE float kl_logit_term_f32(float p, float q, float d)
-{
-    float poly = 1.0f / 479001600.0f; /* 1/12! */
-    poly = poly * d + 1.0f / 39916800.0f;
-    poly = poly * d + 1.0f / 3628800.0f;
-    poly = poly * d + 1.0f / 362880.0f;
-    poly = poly * d + 1.0f / 40320.0f;
-    poly = poly * d + 1.0f / 5040.0f;
-    poly = poly * d + 1.0f / 720.0f;
-    poly = poly * d + 1.0f / 120.0f;
-    poly = poly * d + 1.0f / 24.0f;
-    poly = poly * d + 1.0f / 6.0f;
-    poly = poly * d + 0.5f;
-    const float near = q * (d * d) * (1.0f - (1.0f - d) * poly);
-    const float far = p * (d - 1.0f) + q;
-    return (d <= 1.0f) & (d >= -1.0f) ? near : far;
-}
+#undef KL_MAX
+#undef KL_LOG2E
+#undef KL_EXP_MIN
+#undef KL_EXP_SHIFTER
+#undef KL_EXP_DEGREE
+#undef KL_EXPM1_TERMS
+#undef KL_PHI_TERMS
 
 /* sum + err += x, with err gaining the exact rounding error of sum + x (Knuth's TwoSum, no
  * branch, so it vectorises). */
@@ -244,7 +223,7 @@ typedef void (*kl_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, P
                            Py_ssize_t, double *);
 
 typedef void (*kl_logit_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, Py_ssize_t,
-                                 Py_ssize_t, float *, void *, char);
+                                 Py_ssize_t, Py_ssize_t, void *, void *, char);
 
 /* The divergences of the row kernels, in the order of kl_variant.rows and KL_OP_NAMES. */
 enum { KL_OP_KL, KL_OP_ENTROPY, KL_OP_CROSS, KL_OP_JS, KL_OP_HELLINGER, KL_OP_TV, KL_N_OPS };
@@ -263,13 +242,17 @@ typedef struct {
     kl_rows_fn rows[KL_N_OPS][2]; /* [divergence][0: float32, 1: float64] */
     kl_rows_fn measure[2];
     kl_rel_entr_fn rel_entr[2];
-    kl_logit_rows_fn logits_f32;
+    kl_logit_rows_fn logits[2];
     kl_loss_rows_fn loss_f32;
     int supported;
 } kl_variant;
 
 #define KL_NAME3(name, type, variant) name##_##type##_##variant
 #define KL_NAME(name, type, variant) KL_NAME3(name, type, variant)
+/* name with the suffix of the element type KL_TYPE (f32 or f64): _native_term.h's functions */
+#define KL_TYPED3(name, type) name##_##type
+#define KL_TYPED2(name, type) KL_TYPED3(name, type)
+#define KL_TYPED(name) KL_TYPED2(name, KL_TYPE)
 
 /* _native_variant.h instantiates the kernels of _native_row.h (both element types) and
  * _native_logits.h for the variant named KL_VARIANT, with target attribute KL_ATTR. */
@@ -294,7 +277,7 @@ typedef struct {
       KL_PAIR(hellinger, v), KL_PAIR(tv, v)},                                                \
      {KL_NAME(kl_measure_rows, kl_f32, v), KL_NAME(kl_measure_rows, kl_f64, v)},             \
      {KL_NAME(kl_rel_entr_rows, kl_f32, v), KL_NAME(kl_rel_entr_rows, kl_f64, v)},           \
-     KL_NAME(kl_logit_rows, f32, v),                                                         \
+     {KL_NAME(kl_logit_rows, f32, v), KL_NAME(kl_logit_rows, f64, v)},                       \
      KL_NAME(kl_loss_rows, f32, v),                                                          \
      supported}
 
@@ -404,6 +387,8 @@ static char kl_check_pair(const Py_buffer *x, const Py_buffer *y, const char *na
 
 /* Rows per call of a row kernel: their (KL, sum p, sum q) on the stack. */
 #define KL_BLOCK_ROWS 256
+/* the logits kernel's default chunk of a row (_native_logits.h), in bytes of each input */
+#define KL_LOGIT_CHUNK_BYTES (256 * 1024)
 
 /* Run the row kernel `run` on all rows and finish each row as kl_rows's docstring says;
  * returns whether a row is off 1 by more than tolerance (< 0: no check). No GIL needed. */
@@ -570,19 +555,32 @@ static PyObject *rel_entr_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
 }
 
 PyDoc_STRVAR(kl_logit_rows_doc,
-             "kl_logit_rows(a, b, out, variant=None)\n--\n\n"
-             "For each row r of the 2-D float32 arrays a and b (same shape, each row\n"
-             "contiguous, any row stride), write out[r] = KL(softmax(a[r]) || softmax(b[r]))\n"
-             "into the C-contiguous 1-D float32 or float64 array out: NaN for a row holding\n"
-             "a logit that is not finite. variant as for kl_rows. Releases the GIL.");
+             "kl_logit_rows(a, b, out, variant=None, chunk=None)\n--\n\n"
+             "For each row r of the 2-D float32 or float64 arrays a and b (same shape and\n"
+             "dtype, each row contiguous, any row stride), write\n"
+             "out[r] = KL(softmax(a[r]) || softmax(b[r])) into the C-contiguous 1-D float32\n"
+             "or float64 array out: NaN for a row holding a logit that is not finite. Rows of\n"
+             "any length, taken in chunks of `chunk` elements (default: 256 KiB of each\n"
+             "input), with scratch of three chunks. variant as for kl_rows. Releases the GIL.");
 
 static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"a", "b", "out", "variant", NULL};
-    PyObject *a_obj, *b_obj, *out_obj, *variant_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|O:kl_logit_rows", keywords, &a_obj,
-                                     &b_obj, &out_obj, &variant_obj)) {
+    static char *keywords[] = {"a", "b", "out", "variant", "chunk", NULL};
+    PyObject *a_obj, *b_obj, *out_obj, *variant_obj = Py_None, *chunk_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO:kl_logit_rows", keywords, &a_obj,
+                                     &b_obj, &out_obj, &variant_obj, &chunk_obj)) {
         return NULL;
+    }
+    Py_ssize_t chunk = 0; /* 0: the default */
+    if (chunk_obj != Py_None) {
+        chunk = PyNumber_AsSsize_t(chunk_obj, PyExc_OverflowError);
+        if (chunk == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (chunk < 1) {
+            PyErr_SetString(PyExc_ValueError, "chunk must be a positive number of elements");
+            return NULL;
+        }
     }
     const kl_variant *variant = kl_find_variant(variant_obj);
     if (variant == NULL) {
@@ -595,24 +593,28 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
     const Py_buffer *a = &buffers[0], *b = &buffers[1], *out = &buffers[2];
     PyObject *result = NULL;
     const char kind = kl_check_pair(a, b, "a and b");
-    float *scratch = NULL;
+    void *scratch = NULL;
+    /* the kernel's scratch: three chunks of a row (_native_logits.h) */
+    if (chunk == 0 && kind != 0) {
+        chunk = KL_LOGIT_CHUNK_BYTES / a->itemsize;
+    }
+    const size_t chunk_bytes = (size_t)(a->shape[1] < chunk ? a->shape[1] : chunk) *
+                               (size_t)a->itemsize;
     if (kind == 0) {
         /* the exception is set */
-    }
-    else if (kind != 'f') {
-        PyErr_SetString(PyExc_TypeError, "a and b must be float32");
     }
     else if (kl_float_kind(out) == 0 || out->ndim != 1 || out->shape[0] != a->shape[0]) {
         PyErr_SetString(PyExc_ValueError,
                         "out must be a 1-D float32 or float64 array of one element per row");
     }
-    else if ((scratch = PyMem_RawMalloc(3 * (size_t)a->shape[1] * sizeof(float) + 1)) == NULL) {
+    else if ((scratch = PyMem_RawMalloc(3 * chunk_bytes + 1)) == NULL) {
         PyErr_NoMemory();
     }
     else {
+        const kl_logit_rows_fn run = variant->logits[kind == 'f' ? 0 : 1];
         Py_BEGIN_ALLOW_THREADS
-        variant->logits_f32(a->buf, a->strides[0], b->buf, b->strides[0], a->shape[0],
-                            a->shape[1], scratch, out->buf, kl_float_kind(out));
+        run(a->buf, a->strides[0], b->buf, b->strides[0], a->shape[0], a->shape[1], chunk,
+            scratch, out->buf, kl_float_kind(out));
         Py_END_ALLOW_THREADS
         result = Py_None;
         Py_INCREF(result);

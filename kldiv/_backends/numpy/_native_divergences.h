@@ -4,10 +4,6 @@
  * KL_EXACT_DIFFS (the type) defined. Each divergence is one instantiation: its term and
  * whether its value adds sum(p - q) (KL_DIFFS, KL's alone). */
 
-#define KL_TYPED3(name, type) name##_##type
-#define KL_TYPED2(name, type) KL_TYPED3(name, type)
-#define KL_TYPED(name) KL_TYPED2(name, KL_TYPE)
-
 #define KL_DIFFS 1
 #define KL_TERM KL_TYPED(kl_term)
 #define KL_MEASURE_TERM KL_TYPED(kl_measure_term)
@@ -47,7 +43,3 @@
 #undef KL_TERM
 #undef KL_FN
 #undef KL_DIFFS
-
-#undef KL_TYPED3
-#undef KL_TYPED2
-#undef KL_TYPED

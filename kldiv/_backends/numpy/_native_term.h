@@ -7,7 +7,12 @@
  *   KL_MIN            FLT_MIN or DBL_MIN, the least normal float;
  *   KL_POLY_TERMS     5 or 10: the terms of atanh(s) - s the type's precision needs;
  *   KL_SQRT2, KL_LN2_HI, KL_LN2_LO  the constants of the split below;
- *   KL_SQRT, KL_FABS  the type's sqrt and fabs (sqrtf and fabsf for float).
+ *   KL_SQRT, KL_FABS  the type's sqrt and fabs (sqrtf and fabsf for float);
+ *   KL_MAX            FLT_MAX or DBL_MAX;
+ *   KL_LOG2E, KL_EXP_MIN, KL_EXP_SHIFTER  the logits' exp: 1/ln2, its flush point, and
+ *                     1.5 * 2**KL_MANT_BITS, which rounds a float to an integer when added;
+ *   KL_EXP_DEGREE, KL_EXPM1_TERMS, KL_PHI_TERMS  the Taylor terms each type's precision
+ *                     needs in the logits' exp, expm1 and phi (kl_inv_factorial's 1/k!).
  * C has no templates; a header included once per type keeps one definition of each term
  * (C++ would need a C++ compiler at install for one function of each kind). */
 
@@ -191,4 +196,72 @@ static KL_INLINE KL_T KL_TN(rel_entr_term)(KL_T x, KL_T y)
     const int finite = (x < (KL_T)INFINITY) & (y < (KL_T)INFINITY);
     const int pole = (x >= KL_MIN) & (x < (KL_T)INFINITY) & (y == (KL_T)0);
     return KL_TN(kl_domain)(x, y) & finite ? r : (pole ? (KL_T)INFINITY : (KL_T)NAN);
+}
+
+/* ---- the logits' terms (_native_logits.h, _native_loss.h) ----------------------------- */
+
+/* exp(x + x_lo) for x <= 0, x_lo a rounding error of x (|x_lo| <= ulp(x)/2), flushed to 0
+ * below KL_EXP_MIN (a probability under 2**-126, float32, or 2**-1022 of the row's largest):
+ * x = k*ln2 + r, |r| <= ln2/2, exp(r) by its Taylor polynomial to r**KL_EXP_DEGREE (the next
+ * term: float32, r**8/8! <= 5.5e-9; float64, r**14/14! <= 4.2e-18), times 2**k put into the
+ * exponent bits. k's integer is read from the bits of x*log2(e) + KL_EXP_SHIFTER, whose low
+ * mantissa bits hold it, so no float-to-integer conversion is needed (AVX2 has none for
+ * 64-bit integers). */
+static KL_INLINE KL_T KL_TN(kl_exp_nonpositive)(KL_T x, KL_T x_lo)
+{
+    const KL_T shifted = x * KL_LOG2E + KL_EXP_SHIFTER;
+    const KL_T k = shifted - KL_EXP_SHIFTER;
+    const KL_T r = ((x - k * KL_LN2_HI) + x_lo) - k * KL_LN2_LO;
+    KL_T poly = (KL_T)kl_inv_factorial[KL_EXP_DEGREE];
+#pragma GCC unroll 24
+    for (int j = KL_EXP_DEGREE - 1; j >= 0; j--) {
+        poly = poly * r + (KL_T)kl_inv_factorial[j];
+    }
+    /* (k + bias) << mantissa bits, in unsigned arithmetic: k mod 2**w plus the bias */
+    const KL_BITS_T bias = KL_TN(kl_bits)((KL_T)1) >> KL_MANT_BITS;
+    const KL_BITS_T k_bits = KL_TN(kl_bits)(shifted) - KL_TN(kl_bits)(KL_EXP_SHIFTER);
+    const KL_BITS_T scale = (k_bits + bias) << KL_MANT_BITS;
+    const KL_T result = poly * KL_TN(kl_from_bits)(x >= KL_EXP_MIN ? scale : (KL_BITS_T)0);
+    return x >= KL_EXP_MIN ? result : (KL_T)0;
+}
+
+/* x - y as the float nearest it and the exact rounding error (Knuth's TwoSum). */
+static KL_INLINE KL_T KL_TN(kl_diff)(KL_T x, KL_T y, KL_T *err)
+{
+    const KL_T s = x - y, y_part = s - x;
+    *err = (x - (s - y_part)) + (-y - y_part);
+    return s;
+}
+
+/* exp_b*expm1(delta) = exp_a - exp_b, with exp_a = exp_b*exp(delta) rounded apart: near
+ * delta == 0 by the Taylor polynomial of expm1 to delta**KL_EXPM1_TERMS (the next term, of
+ * delta: float32 delta**9/10! <= 5.4e-10, float64 delta**16/17! <= 4.3e-20), which keeps
+ * the digits the subtraction would lose; else as the subtraction. */
+static KL_INLINE KL_T KL_TN(kl_exp_diff)(KL_T exp_a, KL_T exp_b, KL_T delta)
+{
+    KL_T poly = (KL_T)kl_inv_factorial[KL_EXPM1_TERMS];
+#pragma GCC unroll 24
+    for (int j = KL_EXPM1_TERMS - 1; j >= 1; j--) {
+        poly = poly * delta + (KL_T)kl_inv_factorial[j];
+    }
+    const KL_T near = exp_b * (delta * poly);
+    return (delta <= (KL_T)0.5) & (delta >= (KL_T)-0.5) ? near : exp_a - exp_b;
+}
+
+/* The term of the logits kernels, q*phi(p/q) = p*log(p/q) - p + q >= 0 with p/q = exp(d).
+ * Both forms below compute 1 - (1 - d)*x for some x, which cancels for negative d; they cancel
+ * alike at |d| = 1 (a factor 3.8 on the roundings of p and q), so that is where they meet:
+ * for |d| <= 1, q*d**2*(1 - (1 - d)*P(d)), P(d) = (expm1(d) - d)/d**2 = sum d**j/(j + 2)!
+ * to KL_PHI_TERMS terms (the next: float32 1/13! = 1.6e-10, float64 1/19! = 8.2e-18);
+ * beyond, p*(d - 1) + q. */
+static KL_INLINE KL_T KL_TN(kl_logit_term)(KL_T p, KL_T q, KL_T d)
+{
+    KL_T poly = (KL_T)kl_inv_factorial[KL_PHI_TERMS + 1];
+#pragma GCC unroll 24
+    for (int j = KL_PHI_TERMS; j >= 2; j--) {
+        poly = poly * d + (KL_T)kl_inv_factorial[j];
+    }
+    const KL_T near = q * (d * d) * ((KL_T)1 - ((KL_T)1 - d) * poly);
+    const KL_T far = p * (d - (KL_T)1) + q;
+    return (d <= (KL_T)1) & (d >= (KL_T)-1) ? near : far;
 }

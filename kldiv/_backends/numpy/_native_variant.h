@@ -8,7 +8,10 @@
 #define KL_TYPE f32
 #define KL_ROW_LANES 16
 #define KL_EXACT_DIFFS 1
+#define KL_MAX FLT_MAX
 #include "_native_divergences.h"
+#include "_native_logits.h"
+#undef KL_MAX
 #undef KL_T
 #undef KL_TYPE
 #undef KL_ROW_LANES
@@ -18,13 +21,15 @@
 #define KL_TYPE f64
 #define KL_ROW_LANES 8
 #define KL_EXACT_DIFFS 0
+#define KL_MAX DBL_MAX
 #include "_native_divergences.h"
+#include "_native_logits.h"
+#undef KL_MAX
 #undef KL_T
 #undef KL_TYPE
 #undef KL_ROW_LANES
 #undef KL_EXACT_DIFFS
 
-#include "_native_logits.h"
 #include "_native_loss.h"
 
 #undef KL_VARIANT
