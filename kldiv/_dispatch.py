@@ -64,8 +64,14 @@ def fuses(*checks: str) -> Callable[[F], F]:
 
 
 def generic(name: str) -> Implementation:
-    """The generic array-API implementation of ``name``: it fuses no check."""
-    return Implementation(getattr(_agnostic, name), frozenset())
+    """The generic array-API implementation of ``name``: it fuses no check. A name the
+    generic code lacks (a fast path's extra, see :func:`fast_path`) has a stand-in that
+    declines every call."""
+    return Implementation(getattr(_agnostic, name, _declined), frozenset())
+
+
+def _declined(*arrays: Any, **options: Any) -> Any:
+    return NotImplemented
 
 
 # Keyed by the namespace's name: a dict of strings, which torch.compile traces as constants.
@@ -79,6 +85,13 @@ def implementation(name: str, xp: Namespace) -> Implementation:
     if found is None:
         found = _cache[key] = _find(name, xp)
     return found
+
+
+def fast_path(name: str, xp: Namespace) -> Callable[..., Any] | None:
+    """The fast path's own ``name`` for namespace ``xp``, or None where it has none: for a
+    function that only some libraries have a faster route to (the loss against labels)."""
+    func = implementation(name, xp).func
+    return None if func is generic(name).func else func
 
 
 def run(name: str, xp: Namespace, *arrays: Any, **options: Any) -> Any:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -300,11 +300,72 @@ def softmax_kl_loss(
         check()
     # What was not checked and must not turn into a plausible number: the samples to be NaN.
     bad: Array | None = None
+    result: _Loss | None = None
     if labels:
         if not (validate and readable):
             # An out-of-range label makes an all-zero one-hot row, whose error looks fine.
             bad = _bad_label_rows(target, int(pred.shape[1]), xp)
-        target = _one_hot(target, pred, xp)
+        if readable:
+            result = _by_labels(pred_rows, xp.reshape(target, (n, -1)), bad, xp)
+        if result is None:
+            target = _one_hot(target, pred, xp)
+    if result is None:
+        result = _by_target(
+            pred_rows,
+            target,
+            bad,
+            validate,
+            readable,
+            labels,
+            norm_target,
+            xp,
+            check if fused else None,
+        )
+    error_sum, grad, bad = result
+    # Readable labels, in range as a rule: no where over the whole grad when none is out.
+    if bad is not None and not (readable and not bool(xp.any(bad))):
+        error_sum = xp.where(xp.any(bad), _scalar(xp.nan, error_sum, xp), error_sum)
+        grad = xp.where(xp.reshape(bad, (n, 1)), _scalar(xp.nan, grad, xp), grad)
+    return error_sum, xp.reshape(grad, tuple(pred.shape))
+
+
+class _Loss(NamedTuple):
+    """A loss's error sum and grad, and the samples to make NaN (None: none)."""
+
+    error_sum: Array
+    grad: Array
+    bad: Array | None
+
+
+def _by_labels(
+    pred_rows: Array, label_rows: Array, bad: Array | None, xp: Namespace
+) -> _Loss | None:
+    """The loss against readable labels by a fast path that never makes the one-hot target
+    (the compiled kernel), or None where there is none for these arrays."""
+    by_labels = _dispatch.fast_path("softmax_kl_loss_labels", xp)
+    if by_labels is None:
+        return None
+    out = by_labels(pred_rows, label_rows, xp=xp)
+    if out is NotImplemented:
+        return None
+    error_sum, grad = out
+    return _Loss(error_sum, grad, bad)
+
+
+def _by_target(
+    pred_rows: Array,
+    target: Array,
+    bad: Array | None,
+    validate: bool,
+    readable: bool,
+    labels: bool,
+    norm_target: bool,
+    xp: Namespace,
+    check: Callable[[], None] | None,
+) -> _Loss:
+    """The loss against a float target (labels made one-hot included), with ``bad`` grown by
+    the samples that the checks on lazy arrays find bad, each computed on a stand-in."""
+    n = int(pred_rows.shape[0])
     target_rows = xp.reshape(target, (n, -1))
     if validate and not readable:
         bad_pred = v.bad_logit_rows(pred_rows, (1,), xp)
@@ -321,20 +382,16 @@ def softmax_kl_loss(
     if bad is not None and not readable:
         # The samples to be NaN are computed on stand-ins (zero logits, a uniform target), so
         # that their values neither warn (Dask computes with NumPy, outside any errstate) nor
-        # reach autodiff: their NaN comes from the mask below alone.
+        # reach autodiff: their NaN comes from the mask in softmax_kl_loss alone.
         keep = xp.reshape(~bad, (n, 1))
         stand_in = 0.0 if norm_target else 1 / int(target_rows.shape[1])
         pred_rows = xp.where(keep, pred_rows, _scalar(0.0, pred_rows, xp))
         target_rows = xp.where(keep, target_rows, _scalar(stand_in, target_rows, xp))
     options: dict[str, Any] = {"norm_target": norm_target}
-    if fused:
+    if check is not None:
         options["check"] = check
     error_sum, grad = _dispatch.run("softmax_kl_loss", xp, pred_rows, target_rows, **options)
-    # Readable labels, in range as a rule: no where over the whole grad when none is out.
-    if bad is not None and not (readable and not bool(xp.any(bad))):
-        error_sum = xp.where(xp.any(bad), _scalar(xp.nan, error_sum, xp), error_sum)
-        grad = xp.where(xp.reshape(bad, (n, 1)), _scalar(xp.nan, grad, xp), grad)
-    return error_sum, xp.reshape(grad, tuple(pred.shape))
+    return _Loss(error_sum, grad, bad)
 
 
 # The checks of pred and a float target: a fast path that fuses them all is handed them

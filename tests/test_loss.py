@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import kldiv
 from kldiv import KLDivergence, KLDivergenceError, softmax_kl_loss
+from kldiv._backends import numpy as nb
 from tests._helpers import asarray, assert_result, dtype_of, to_numpy
 
 
@@ -848,6 +849,10 @@ class _StubBackend:
 
         return Implementation(self.softmax_kl_loss, frozenset())
 
+    def fast_path(self, name, xp):
+        """No loss against labels without the one-hot target: that target is what is measured."""
+        assert name == "softmax_kl_loss_labels"
+
 
 def traced_peak(run) -> int:
     """Bytes allocated at the peak of ``run()`` beyond what was allocated before it."""
@@ -891,6 +896,55 @@ def test_one_hot_labels_take_preds_dtype(monkeypatch):
     monkeypatch.setattr(kldiv.loss, "_dispatch", _StubBackend(grad))
     peak = traced_peak(lambda: KLDivergence(maxlabels=1024)(pred, labels))
     assert peak < 1.5 * pred.nbytes, f"{peak / 2**20:.1f} MiB for a 16 MiB pred"
+
+
+@pytest.mark.skipif(nb._native is None, reason="kldiv._backends.numpy._native is not built")
+@pytest.mark.parametrize("shape", [(64, 10), (8, 5, 3, 4)])
+def test_float32_labels_run_the_label_kernel(shape, monkeypatch):
+    """float32 pred against labels: the compiled kernel, no one-hot target; a row with a
+    -inf logit (a masked class) redone by the tiles on its one-hot target; an unchecked label
+    out of range a NaN row."""
+    native = nb._native
+    calls = []
+
+    class Recording:
+        def __getattr__(self, attr):
+            return getattr(native, attr)
+
+        def loss_label_rows(self, *args, **kwargs):
+            calls.append(args[1].shape)
+            return native.loss_label_rows(*args, **kwargs)
+
+    monkeypatch.setattr(nb, "_native", Recording())
+    rng = np.random.default_rng(39)
+    pred = (3 * rng.standard_normal(shape)).astype(np.float32)
+    labels = rng.integers(0, shape[1], (shape[0], *shape[2:]))
+    masked = (labels.reshape(shape[0], -1)[2, 0] + 1) % shape[1]  # not position 0's label
+    pred.reshape(shape[0], -1)[2, masked * math.prod(shape[2:])] = -np.inf
+    error, grad = KLDivergence()(pred, labels)
+    assert sum(rows for rows, _ in calls) == shape[0]  # every sample, on every worker
+    assert {positions for _, positions in calls} == {math.prod(shape[2:])}
+    want_error, want_grad = reference(pred.astype(np.float64), one_hot(labels, shape[1]), False)
+    assert error == pytest.approx(want_error, rel=1e-6)
+    np.testing.assert_allclose(grad, want_grad, rtol=0, atol=2 * np.finfo(np.float32).eps)
+    bad = labels.copy()
+    bad.reshape(shape[0], -1)[4, 0] = shape[1]
+    error, grad = KLDivergence(validate=False)(pred, bad)
+    assert math.isnan(error)
+    rows = grad.reshape(shape[0], -1)
+    assert np.isnan(rows[4]).all()
+    assert np.isfinite(np.delete(rows, 4, axis=0)).all()
+
+
+def test_labels_take_no_one_hot_target():
+    """float32 (4096, 1024) against labels: the grad and next to nothing else (the one-hot
+    target was a pred's size)."""
+    pred, _ = big_float32_rows()
+    labels = np.random.default_rng(38).integers(0, 1024, 4096)
+    KLDivergence(maxlabels=1024)(pred[:512], labels[:512])  # first-call work first
+    peak = traced_peak(lambda: KLDivergence(maxlabels=1024)(pred, labels))
+    limit = pred.nbytes + (2**20 if nb._native is not None else pred.nbytes)
+    assert peak < limit, f"{peak / 2**20:.1f} MiB for a 16 MiB pred"
 
 
 def test_a_loss_call_adds_little_to_its_arithmetic():

@@ -1018,6 +1018,48 @@ def softmax_kl_loss(
     return np.asarray(error), grad
 
 
+def softmax_kl_loss_labels(pred: Array, labels: Array, *, xp: Namespace) -> Any:
+    """The loss of float32 rows ``pred`` of ``C*P`` logits (class-major) against integer
+    ``labels`` of ``(rows, P)``, by the compiled kernel (``loss_label_rows``), which never
+    makes the one-hot target: error sum and grad, as :func:`softmax_kl_loss` of that target.
+    A label outside ``[0, C)`` makes its row's error and grad NaN (the caller checks labels
+    first where it may). ``NotImplemented`` (the caller makes the one-hot target) without the
+    kernel or for another dtype."""
+    rows, n = pred.shape
+    native = _kernels()
+    if native is None or n == 0 or pred.dtype != np.float32 or not _rows_contiguous(pred):
+        return NotImplemented
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    grad = np.empty(pred.shape, dtype=np.float32)
+    errors = np.empty(rows)
+
+    def kernel(start: int, stop: int) -> None:
+        native.loss_label_rows(
+            pred[start:stop], labels[start:stop], grad[start:stop], errors[start:stop], 1 / rows
+        )
+
+    _run(kernel, rows, n)
+    lost = np.isnan(errors)
+    if not lost.any():
+        return np.asarray(math.fsum(errors)), grad
+    # rows the kernel does not take: a logit that is not finite (the tiles redo those, on
+    # their one-hot targets), or a label out of range (NaN)
+    positions = labels.shape[1]
+    classes = n // positions
+    in_range = ((labels >= 0) & (labels < classes)).all(axis=1)
+    again = np.flatnonzero(lost & in_range)
+    error = math.fsum(errors[~lost])
+    if again.size:
+        hits = labels[again][:, None, :] == np.arange(classes)[:, None]
+        target = hits.reshape(again.size, n) / np.float64(positions)
+        part, grad[again] = _loss_rows(pred[again], target, False, rows, xp)
+        error += part
+    if not in_range.all():
+        error = math.nan
+        grad[~in_range] = np.nan
+    return np.asarray(error), grad
+
+
 def _loss_rows(
     pred: Array, target: Array, norm_target: bool, samples: int, xp: Namespace
 ) -> tuple[float, Array]:

@@ -237,6 +237,10 @@ typedef int (*kl_loss_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_
                                Py_ssize_t, int, float, char *, Py_ssize_t, float *, double *,
                                double);
 
+typedef void (*kl_loss_label_rows_fn)(const char *, Py_ssize_t, const int64_t *, Py_ssize_t,
+                                      Py_ssize_t, Py_ssize_t, float, char *, Py_ssize_t,
+                                      double *, double *);
+
 typedef struct {
     const char *name;
     kl_rows_fn rows[KL_N_OPS][2]; /* [divergence][0: float32, 1: float64] */
@@ -244,6 +248,7 @@ typedef struct {
     kl_rel_entr_fn rel_entr[2];
     kl_logit_rows_fn logits[2];
     kl_loss_rows_fn loss_f32;
+    kl_loss_label_rows_fn loss_labels_f32;
     int supported;
 } kl_variant;
 
@@ -279,6 +284,7 @@ typedef struct {
      {KL_NAME(kl_rel_entr_rows, kl_f32, v), KL_NAME(kl_rel_entr_rows, kl_f64, v)},           \
      {KL_NAME(kl_logit_rows, f32, v), KL_NAME(kl_logit_rows, f64, v)},                       \
      KL_NAME(kl_loss_rows, f32, v),                                                          \
+     KL_NAME(kl_loss_label_rows, f32, v),                                                    \
      supported}
 
 /* Best first; `supported` is filled in when the module loads. */
@@ -711,6 +717,93 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
     return result;
 }
 
+PyDoc_STRVAR(loss_label_rows_doc,
+             "loss_label_rows(pred, labels, grad, errors, scale, variant=None)\n--\n\n"
+             "PuzzleLib's KLDivergence on the 2-D float32 array pred (logits; each row\n"
+             "contiguous, any row stride) against the C-contiguous 2-D int64 array labels of\n"
+             "(rows, P): a row of pred holds C*P logits, class-major, and its target is 1/P at\n"
+             "label[p]*P + p for each position p. Writes errors[r] = sum(y*log(y/s)) into the\n"
+             "C-contiguous 1-D float64 array errors and grad[r] = (y - s)*scale into grad\n"
+             "(float32, pred's shape, rows contiguous), s = softmax(pred[r]). NaN in errors for\n"
+             "a row holding a logit that is not finite or a label outside [0, C), whose grad\n"
+             "row is then garbage. variant as for kl_rows. Releases the GIL.");
+
+static PyObject *loss_label_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"pred", "labels", "grad", "errors", "scale", "variant", NULL};
+    PyObject *pred_obj, *labels_obj, *grad_obj, *errors_obj, *variant_obj = Py_None;
+    float scale;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOf|O:loss_label_rows", keywords,
+                                     &pred_obj, &labels_obj, &grad_obj, &errors_obj, &scale,
+                                     &variant_obj)) {
+        return NULL;
+    }
+    const kl_variant *variant = kl_find_variant(variant_obj);
+    if (variant == NULL) {
+        return NULL;
+    }
+    Py_buffer p, l, g, res;
+    if (PyObject_GetBuffer(pred_obj, &p, PyBUF_RECORDS_RO) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(labels_obj, &l, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&p);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(grad_obj, &g, PyBUF_RECORDS) < 0) {
+        PyBuffer_Release(&l);
+        PyBuffer_Release(&p);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(errors_obj, &res, KL_OUT_C) < 0) {
+        PyBuffer_Release(&g);
+        PyBuffer_Release(&l);
+        PyBuffer_Release(&p);
+        return NULL;
+    }
+    const char *lf = l.format ? l.format : "B";
+    if (*lf == '<' || *lf == '=' || *lf == '@') {
+        lf++;
+    }
+    PyObject *result = NULL;
+    double *d = NULL; /* the labels' logits less the row's largest, one row at a time */
+    if (kl_float_kind(&p) != 'f' || p.ndim != 2 ||
+        (p.shape[1] > 1 && p.strides[1] != p.itemsize)) {
+        PyErr_SetString(PyExc_TypeError, "pred must be a 2-D float32 array, rows contiguous");
+    }
+    else if (l.ndim != 2 || l.itemsize != 8 || (strcmp(lf, "l") != 0 && strcmp(lf, "q") != 0) ||
+             l.shape[0] != p.shape[0] || l.shape[1] < 1 || p.shape[1] % l.shape[1] != 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "labels must be a 2-D int64 array of (rows, P), P dividing pred's row");
+    }
+    else if (kl_float_kind(&res) != 'd' || res.ndim != 1 || res.shape[0] != p.shape[0]) {
+        PyErr_SetString(PyExc_ValueError,
+                        "errors must be a 1-D float64 array of one element per row");
+    }
+    else if (kl_float_kind(&g) != 'f' || g.ndim != 2 || g.shape[0] != p.shape[0] ||
+             g.shape[1] != p.shape[1] || (g.shape[1] > 1 && g.strides[1] != g.itemsize)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "grad must be a writable float32 array of pred's shape, rows contiguous");
+    }
+    else if ((d = PyMem_RawMalloc((size_t)l.shape[1] * sizeof(double))) == NULL) {
+        PyErr_NoMemory();
+    }
+    else {
+        Py_BEGIN_ALLOW_THREADS
+        variant->loss_labels_f32(p.buf, p.strides[0], l.buf, l.shape[1], p.shape[0], p.shape[1],
+                                 scale, g.buf, g.strides[0], res.buf, d);
+        Py_END_ALLOW_THREADS
+        result = Py_None;
+        Py_INCREF(result);
+    }
+    PyMem_RawFree(d);
+    PyBuffer_Release(&res);
+    PyBuffer_Release(&g);
+    PyBuffer_Release(&l);
+    PyBuffer_Release(&p);
+    return result;
+}
+
 PyDoc_STRVAR(variants_doc,
              "variants()\n--\n\n"
              "The names of the compiled variants this CPU runs, best first.");
@@ -746,6 +839,8 @@ static PyMethodDef kl_methods[] = {
      kl_logit_rows_doc},
     {"loss_rows", (PyCFunction)(void (*)(void))loss_rows, METH_VARARGS | METH_KEYWORDS,
      loss_rows_doc},
+    {"loss_label_rows", (PyCFunction)(void (*)(void))loss_label_rows,
+     METH_VARARGS | METH_KEYWORDS, loss_label_rows_doc},
     {"variants", variants, METH_NOARGS, variants_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -99,3 +99,105 @@ KL_ATTR static int KL_NAME(kl_loss_rows, f32, KL_VARIANT)(
     }
     return off;
 }
+
+/* The loss against integer labels, on float32 rows of n = classes*positions logits laid out
+ * class-major (pred of shape (N, C, *spatial) seen as rows): the target of a row is y = 1/P
+ * at entry label[j]*P + j for each of its P positions, 0 elsewhere, and is never made.
+ * Writes res[r] = sum(y*log(y/s)) (kl_label_error, float64) and grad[r] = (y - s)*scale;
+ * d holds P doubles.
+ * NaN in res[r] for a row holding a logit that is not finite (for the caller to redo) or a
+ * label outside [0, C); its grad row is then garbage. */
+
+/* sum(y*log(y/s)) = log(sum/P) - mean(d) for d[j] = pred[label] - max, from the sum of the
+ * exponentials off the labels, others, without cancellation: with mean(d) = m and
+ * t = others/(P*exp(m)), it is log1p(mean(expm1(d - m)) + t), every term >= 0 (AM/GM of the
+ * labels' exponentials, and the mass off them); log(t) is formed in log space, so that no
+ * exp(m) underflows. Where the labels' logits lie over 700 apart (expm1 would overflow, and
+ * the error is hundreds), by the largest d instead: (max - m) + log(mean(exp(d - max)) + ...).
+ * One label (P = 1): log1p(others/exp(d)) = -log(s). */
+KL_ATTR static double KL_NAME(kl_label_error, f64, KL_VARIANT)(const double *d,
+                                                               Py_ssize_t positions,
+                                                               double others)
+{
+    double mean = 0.0, top = -INFINITY;
+    for (Py_ssize_t j = 0; j < positions; j++) {
+        mean += d[j];
+        top = d[j] > top ? d[j] : top;
+    }
+    mean /= (double)positions;
+    const double log_positions = log((double)positions);
+    const double log_t = others > 0.0 ? log(others) - log_positions - mean : -INFINITY;
+    if (top - mean > 700.0) {
+        double am = 0.0;
+        for (Py_ssize_t j = 0; j < positions; j++) {
+            am += exp(d[j] - top);
+        }
+        return (top - mean) + log(am / (double)positions + exp(log_t + mean - top));
+    }
+    double spread = 0.0;
+    for (Py_ssize_t j = 0; j < positions; j++) {
+        spread += expm1(d[j] - mean);
+    }
+    spread /= (double)positions;
+    return log_t > 0.0 ? log_t + log1p((1.0 + spread) * exp(-log_t))
+                       : log1p(spread + exp(log_t));
+}
+
+KL_ATTR static void KL_NAME(kl_loss_label_rows, f32, KL_VARIANT)(
+    const char *pred, Py_ssize_t pred_stride, const int64_t *labels, Py_ssize_t positions,
+    Py_ssize_t rows, Py_ssize_t n, float scale, char *grad, Py_ssize_t grad_stride,
+    double *res, double *d)
+{
+    const int64_t classes = (int64_t)(n / positions);
+    const float y = (float)(1.0 / (double)positions);
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const float *restrict br = (const float *)(pred + r * pred_stride);
+        const int64_t *restrict lr = labels + r * positions;
+        float *restrict g = (float *)(grad + r * grad_stride);
+        float peak = -FLT_MAX;
+        int bad = 0;
+#pragma omp simd reduction(max : peak) reduction(| : bad)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            peak = br[i] > peak ? br[i] : peak;
+            bad |= !(fabsf(br[i]) <= FLT_MAX);
+        }
+        for (Py_ssize_t j = 0; j < positions; j++) {
+            bad |= (lr[j] < 0) | (lr[j] >= classes);
+        }
+        if (bad) {
+            res[r] = (double)NAN;
+            continue;
+        }
+#pragma omp simd
+        for (Py_ssize_t i = 0; i < n; i++) {
+            float lo;
+            const float hi = kl_diff_f32(br[i], peak, &lo);
+            g[i] = kl_exp_nonpositive_f32(hi, lo);
+        }
+        /* the labels' exponentials summed and marked (negated), the others summed apart */
+        double labelled = 0.0, others = 0.0;
+        for (Py_ssize_t j = 0; j < positions; j++) {
+            const Py_ssize_t at = (Py_ssize_t)lr[j] * positions + j;
+            d[j] = (double)br[at] - (double)peak;
+            labelled += (double)g[at];
+            g[at] = -g[at];
+        }
+#pragma omp simd reduction(+ : others)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            others += g[i] > 0.0f ? (double)g[i] : 0.0;
+        }
+        const float scale_s = (float)(1.0 / (labelled + others));
+#pragma omp simd
+        for (Py_ssize_t i = 0; i < n; i++) {
+            g[i] = fabsf(g[i]) * scale_s; /* s */
+        }
+        for (Py_ssize_t j = 0; j < positions; j++) {
+            g[(Py_ssize_t)lr[j] * positions + j] -= y; /* s - y */
+        }
+#pragma omp simd
+        for (Py_ssize_t i = 0; i < n; i++) {
+            g[i] = -g[i] * scale;
+        }
+        res[r] = KL_NAME(kl_label_error, f64, KL_VARIANT)(d, positions, others);
+    }
+}
