@@ -15,7 +15,7 @@ dtype (so ``kldiv``'s default validation accepts them), built from a fixed seed:
 * W1-entropy, W1-cross_entropy, W1-js_div, W1-hellinger, W1-total_variation: W1's rows,
   through the other reductions; W1-rel_entr, elementwise.
 * W1-loss: ``KLDivergence()(pred, target)``, W1-logits' ``pred`` against W1's ``target``,
-  error and grad.
+  error and grad; W1-labels: the same ``pred`` against integer labels (one per row).
 
 Every side of a workload runs in this one process on the same arrays. Each side is called once
 to warm up (and its result is compared with ``kldiv``'s, so that a wrong expression cannot
@@ -49,8 +49,10 @@ PyTorch's and JAX's (jitted) of the same expression.
 
 Sides, the loss: ``kldiv``, ``kldiv_numpy``, a naive NumPy loss (SciPy's ``log_softmax``,
 ``sum(y*(log(y) - log_s))/N`` and ``(y - s)/N``), and PyTorch's forward and backward through
-``F.kl_div(F.log_softmax(pred, 1), target, reduction="batchmean")``; each side's result for
-the agreement check is its error.
+``F.kl_div(F.log_softmax(pred, 1), target, reduction="batchmean")``; against labels, the
+naive loss (``-log_s`` at the labels, the grad on ``np.eye(C)[labels]``) and PyTorch's
+``F.cross_entropy(pred, labels)`` forward and backward (the same loss, PyTorch's fastest
+route to it); each side's result for the agreement check is its error.
 
 Sides, logits: ``kldiv.kl_div_logits(a, b)``; naive NumPy with
 ``scipy.special.log_softmax`` on both and ``np.sum(np.exp(la) * (la - lb), -1)``; PyTorch
@@ -180,7 +182,7 @@ def workloads(quick: bool) -> list[Workload]:
     ]
     functions = [
         Workload(f"W1-{name}", shapes["W1"], np.float32, False, 0, name)
-        for name in (*FUNCTIONS, "loss")
+        for name in (*FUNCTIONS, "loss", "labels")
     ]
     return probs + logits + functions
 
@@ -188,8 +190,10 @@ def workloads(quick: bool) -> list[Workload]:
 def make_inputs(w: Workload) -> tuple[np.ndarray, np.ndarray]:
     """The workload's two arrays: normalised rows, or logits; the same on every run."""
     rng = np.random.default_rng([SEED, w.seed])
-    if w.function == "loss":  # W1-logits' pred, W1's target
+    if w.function in ("loss", "labels"):  # W1-logits' pred, W1's target or labels
         pred = np.random.default_rng([SEED, 100]).standard_normal(w.shape, dtype=w.dtype) * 3
+        if w.function == "labels":
+            return pred, np.random.default_rng([SEED, 1]).integers(0, w.shape[1], w.shape[0])
         return pred, _distributions(np.random.default_rng([SEED, 0]), w.shape, w.dtype)
     if w.logits:
         return tuple(rng.standard_normal(w.shape, dtype=w.dtype) * 3 for _ in range(2))
@@ -280,6 +284,31 @@ def loss_sides(pred: np.ndarray, target: np.ndarray) -> dict[str, Side]:
     }
 
 
+def label_sides(pred: np.ndarray, labels: np.ndarray) -> dict[str, Side]:
+    tp, tl = torch.from_numpy(pred), torch.from_numpy(labels)
+    div = kldiv.KLDivergence()
+
+    def naive() -> Any:  # the one-hot target's error is -log(s) at the label
+        log_s = scipy.special.log_softmax(pred, axis=1)
+        n = pred.shape[0]
+        grad = (np.eye(pred.shape[1], dtype=pred.dtype)[labels] - np.exp(log_s)) / n
+        del grad
+        return -np.sum(log_s[np.arange(n), labels]) / n
+
+    def torch_loss() -> Any:
+        x = tp.detach().requires_grad_()
+        loss = F.cross_entropy(x, tl)
+        loss.backward()
+        return loss.detach()
+
+    return {
+        "kldiv": lambda: div(pred, labels)[0],
+        "kldiv_numpy": numpy_only(lambda: div(pred, labels)[0]),
+        "numpy_naive": naive,
+        "torch": torch_loss,
+    }
+
+
 def function_sides(name: str, p: np.ndarray, q: np.ndarray) -> dict[str, Side]:
     func = getattr(kldiv, name)
     args = (p,) if name == "entropy" else (p, q)
@@ -312,6 +341,8 @@ def sides_for(w: Workload, x: np.ndarray, y: np.ndarray) -> dict[str, Side]:
         return logit_sides(x, y)
     if w.function == "loss":
         return loss_sides(x, y)
+    if w.function == "labels":
+        return label_sides(x, y)
     if w.function != "kl_div":
         return function_sides(w.function, x, y)
     return probability_sides(x, y)
@@ -468,6 +499,7 @@ _FUNCTION_LIMITS = {
     "total_variation": 1.0,
     "rel_entr": 1.0,
     "loss": 0.4,
+    "labels": 0.4,
 }
 
 
@@ -501,6 +533,10 @@ def targets(results: dict[str, Any]) -> list[Target]:
         )
     loss_vs_torch = kl("W1-loss")["median_s"] / results["W1-loss"]["sides"]["torch"]["median_s"]
     out.append(Target("W1-loss: kldiv / torch forward + backward", loss_vs_torch, "<=", 0.6))
+    labels_vs_torch = (
+        kl("W1-labels")["median_s"] / results["W1-labels"]["sides"]["torch"]["median_s"]
+    )
+    out.append(Target("W1-labels: kldiv / torch cross_entropy (faster)", labels_vs_torch, "<", 1))
     floor = results["W1"]["kldiv_ratio_to_log_floor"]
     out.append(Target("W1: kldiv / np.log floor", floor, "<=", 1.6))
     peak = kl("W1")["peak_extra_bytes_tracemalloc"]

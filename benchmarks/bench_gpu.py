@@ -8,10 +8,13 @@ Method
 ------
 Workloads are strictly positive rows along the last axis, normalised, from a fixed seed, made
 on the device: W1 ``(4096, 1000)`` float32, W2 the same in float64, W3 ``(64, 32000)``
-float32, W4 ``(1_000_000, 10)`` float32, W5 ``(16, 1_000_000)`` float32, and W1-logits
-(``3 * standard normal`` logits of W1's shape), and W1's rows through ``entropy``,
-``cross_entropy``, ``js_div``, ``hellinger`` and ``total_variation``. ``--quick`` divides the
-row counts by 16.
+float32, W4 ``(1_000_000, 10)`` float32, W5 ``(16, 1_000_000)`` float32 (few long rows: the
+kernels split each across blocks), W1-logits (``3 * standard normal`` logits of W1's shape),
+W2-logits the same in float64, WV-logits ``(16, 131072)`` float32 (vocabulary-sized rows, split
+too), W1's rows through ``entropy``, ``cross_entropy``, ``js_div``, ``hellinger``,
+``total_variation`` and ``rel_entr`` (elementwise), and W1-loss, ``KLDivergence()`` on
+W1-logits' ``pred`` against W1's ``target`` (error and grad). The names are those of
+``benchmarks/bench_cpu.py``. ``--quick`` divides the row counts by 16 (not below 1).
 
 Sides: ``kernel`` is the CuPy backend's ``kl_div`` (``kl_div_logits``) called directly, with
 ``validate=False``: one kernel launch. ``public`` is ``kldiv.kl_div(p, q)`` with its defaults,
@@ -19,14 +22,16 @@ so the public layer's value checks (extra passes over the inputs) and whichever 
 dispatch table names for CuPy are included; the line above the table says which that is.
 ``naive`` is ``cp.sum(p * cp.log(p / q), axis=-1)`` (four kernels, three temporaries of the
 input's size); for logits, ``cupyx.scipy.special.log_softmax`` of both and
-``cp.sum(cp.exp(la) * (la - lb), axis=-1)``; for the other functions their textbook CuPy
-expression (``hellinger`` and ``total_variation`` have no CuPy kernel: their ``public`` side is
-the generic code, and the reference).
+``cp.sum(cp.exp(la) * (la - lb), axis=-1)``; for the loss, ``log_softmax`` of ``pred``, the
+error ``sum(y*(log y - log s))`` and the grad ``(y - s)/N``; for the other functions their
+textbook CuPy expression. Where a function has no CuPy kernel (``getattr`` of the backend finds
+none), its ``public`` side is the generic code, and the reference.
 
 Each side is run once to warm up (compiling its kernels) and checked against ``kernel``'s
 result; then ``cupyx.profiler.benchmark`` times ``--repeat`` calls with CUDA events and the
 median GPU time is reported. Bandwidth is the *useful* traffic, the bytes a side must move at
-least (each input read once, the result written once), divided by the median time, for every
+least (each input read once, the result written once: a row's value, ``rel_entr``'s array,
+the loss's grad), divided by the median time, for every
 side alike: a side that moves more bytes than it must shows as a lower figure. The fraction of
 peak divides that by the device's nominal memory bandwidth, ``2 * memory clock * bus width``
 from the device attributes (``cudaDevAttrMemoryClockRate``, ``cudaDevAttrGlobalMemoryBusWidth``);
@@ -74,9 +79,19 @@ WORKLOADS = (
     Workload("W4", (1_000_000, 10), "float32"),
     Workload("W5", (16, 1_000_000), "float32"),
     Workload("W1-logits", (4096, 1000), "float32", logits=True),
+    Workload("W2-logits", (4096, 1000), "float64", logits=True),
+    Workload("WV-logits", (16, 131_072), "float32", logits=True),
     *(
         Workload(f"W1-{name}", (4096, 1000), "float32", function=name)
-        for name in ("entropy", "cross_entropy", "js_div", "hellinger", "total_variation")
+        for name in (
+            "entropy",
+            "cross_entropy",
+            "js_div",
+            "hellinger",
+            "total_variation",
+            "rel_entr",
+            "loss",
+        )
     ),
 )
 
@@ -93,6 +108,7 @@ NAIVE: dict[str, Callable[[Any, Array, Array], Array]] = {
     ),
     "hellinger": lambda cp, p, q: cp.sqrt(cp.sum((cp.sqrt(p) - cp.sqrt(q)) ** 2, axis=-1) / 2),
     "total_variation": lambda cp, p, q: cp.sum(cp.abs(p - q), axis=-1) / 2,
+    "rel_entr": lambda cp, p, q: p * cp.log(p / q),
 }
 
 
@@ -131,13 +147,37 @@ def sides(cp: Any, workload: Workload) -> dict[str, Callable[[Array, Array], Arr
             "naive": naive_logits,
         }
     name = workload.function
+    if name == "loss":
+        from cupyx.scipy.special import log_softmax
+
+        def naive_loss(pred: Array, target: Array) -> Array:
+            log_s = log_softmax(pred, axis=-1)
+            log_y = cp.log(cp.where(target > 0, target, 1))
+            grad = (target - cp.exp(log_s)) / pred.shape[0]
+            return cp.sum(target * (log_y - log_s)), grad
+
+        return {
+            "kernel": lambda pred, target: _cupy_backend.softmax_kl_loss(
+                pred, target, norm_target=False, xp=xp
+            ),
+            "public": lambda pred, target: kldiv.KLDivergence()(pred, target),
+            "naive": naive_loss,
+        }
+    if name == "rel_entr":
+        return {
+            "kernel": lambda p, q: _cupy_backend.rel_entr(p, q, validate=False, xp=xp),
+            "public": kldiv.rel_entr,
+            "naive": lambda p, q: NAIVE[name](cp, p, q),
+        }
     if name != "kl_div":
         arity = 1 if name == "entropy" else 2
         out: dict[str, Callable[[Array, Array], Array]] = {}
         kernel = getattr(_cupy_backend, name, None)
         if kernel is not None:
-            out["kernel"] = lambda p, q: kernel(
-                *(p, q)[:arity], axes=(1,), keepdims=False, validate=False, xp=xp
+            # the backend's hellinger is the squared distance; the public layer takes the root
+            finish = cp.sqrt if name == "hellinger" else (lambda x: x)
+            out["kernel"] = lambda p, q: finish(
+                kernel(*(p, q)[:arity], axes=(1,), keepdims=False, validate=False, xp=xp)
             )
         public = getattr(kldiv, name)
         out["public"] = lambda p, q: public(*(p, q)[:arity])
@@ -155,6 +195,10 @@ def sides(cp: Any, workload: Workload) -> dict[str, Callable[[Array, Array], Arr
 def inputs(cp: Any, workload: Workload, rows_divisor: int) -> tuple[Array, Array]:
     rng = cp.random.default_rng(0)
     shape = (max(1, workload.shape[0] // rows_divisor), workload.shape[1])
+    if workload.function == "loss":  # logits against a distribution
+        pred = 3 * rng.standard_normal(shape, dtype=workload.dtype)
+        target = rng.uniform(0.01, 1.0, shape).astype(workload.dtype)
+        return pred, target / target.sum(axis=-1, keepdims=True)
     if workload.logits:
         return tuple(3 * rng.standard_normal(shape, dtype=workload.dtype) for _ in range(2))
     pair = []
@@ -162,6 +206,19 @@ def inputs(cp: Any, workload: Workload, rows_divisor: int) -> tuple[Array, Array
         x = rng.uniform(0.01, 1.0, shape).astype(workload.dtype)
         pair.append(x / x.sum(axis=-1, keepdims=True))
     return pair[0], pair[1]
+
+
+def _useful_bytes(workload: Workload, p: Array, q: Array) -> int:
+    """The bytes a side must move at least: its inputs read once, its outputs written once."""
+    read = p.nbytes + (0 if workload.function == "entropy" else q.nbytes)
+    if workload.function in ("rel_entr", "loss"):  # the elementwise result, the grad
+        return read + p.nbytes
+    return read + p.shape[0] * p.itemsize
+
+
+def _value(result: Any) -> Array:
+    """The value a side is compared on: the loss's error, of its (error, grad)."""
+    return result[0] if isinstance(result, tuple) else result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,11 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- | --- |")
     for workload in WORKLOADS:
         p, q = inputs(cp, workload, 16 if args.quick else 1)
-        read = p.nbytes + (0 if workload.function == "entropy" else q.nbytes)
-        useful_bytes = read + p.shape[0] * p.itemsize
+        useful_bytes = _useful_bytes(workload, p, q)
         results = {}
         for side, func in sides(cp, workload).items():
-            results[side] = func(p, q)  # warm-up: compiles the side's kernels
+            results[side] = _value(func(p, q))  # warm-up: compiles the side's kernels
             reference = results.get("kernel", results["public"])
             diff = float(cp.max(cp.abs(results[side] - reference) / cp.abs(reference)))
             timing = benchmark(func, (p, q), n_repeat=repeat, n_warmup=1)
