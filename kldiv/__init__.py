@@ -4,7 +4,7 @@ The functions take arrays of NumPy, CuPy, PyTorch, JAX, Dask or any library of t
 array API standard, and return arrays of the same library, dtype and device.
 """
 
-from kldiv import _funcs
+from kldiv import _funcs, distributions
 from kldiv._funcs import *  # noqa: F403 (the divergences: _funcs.__all__)
 from kldiv._options import Options, get_options, options, set_options
 from kldiv._version import __version__
@@ -16,6 +16,7 @@ __all__ = [
     "KLDivergenceError",
     "Options",
     "__version__",
+    "distributions",
     "get_options",
     "options",
     "set_options",
