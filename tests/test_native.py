@@ -718,12 +718,14 @@ def loss_reference(pred, target, norm_target):
     return np.array(errors), grad
 
 
+@pytest.mark.parametrize("chunk", [None, 7])
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("gap", [None, 1e-2, 1e-5])
 @pytest.mark.parametrize("norm_target", [False, True])
-def test_loss_rows_against_the_float64_loss(norm_target, gap, variant):
+def test_loss_rows_against_the_float64_loss(norm_target, gap, variant, chunk):
     """Errors within 1e-6 of each row's (near-identical rows included: the target's log is
-    taken in float64), grads within a float32 rounding of a probability, over N."""
+    taken in float64), grads within a float32 rounding of a probability, over N; rows taken
+    whole, or in chunks of 7 (the exponentials made again in the last pass)."""
     rng = np.random.default_rng([3, gap is None, norm_target])
     pred = (3 * rng.standard_normal((24, 257))).astype(np.float32)
     if norm_target:
@@ -735,7 +737,9 @@ def test_loss_rows_against_the_float64_loss(norm_target, gap, variant):
         target[0, :20] = 0
         target = (target / target.sum(1, keepdims=True)).astype(np.float32)
     grad, errors = np.empty_like(pred), np.empty(len(pred))
-    off = native.loss_rows(pred, target, grad, errors, 1 / len(pred), norm_target, 1e-5, variant)
+    off = native.loss_rows(
+        pred, target, grad, errors, 1 / len(pred), norm_target, 1e-5, variant, chunk
+    )
     assert off is False
     want_errors, want_grad = loss_reference(pred, target, norm_target)
     np.testing.assert_allclose(errors, want_errors, rtol=1e-6, atol=0)
@@ -823,11 +827,32 @@ def test_loss_label_rows_leaves_what_it_does_not_take():
     assert errors[4] == pytest.approx(np.log(4))  # uniform over 8: y = 1/2 at two of them
     with pytest.raises(TypeError, match="float32"):
         native.loss_label_rows(pred.astype(np.float64), labels, grad, errors, 1.0)
-    with pytest.raises(ValueError, match="int64"):
-        native.loss_label_rows(pred, labels.astype(np.int32), grad, errors, 1.0)
+    with pytest.raises(TypeError, match="integers"):
+        native.loss_label_rows(pred, labels.astype(np.float64), grad, errors, 1.0)
     with pytest.raises(ValueError, match="P dividing"):
         native.loss_label_rows(pred, np.zeros((5, 3), np.int64), grad, errors, 1.0)
     with pytest.raises(ValueError, match="grad must be"):
         native.loss_label_rows(pred, labels, np.empty((5, 8)), errors, 1.0)
     with pytest.raises(ValueError, match="errors must be"):
         native.loss_label_rows(pred, labels, grad, np.empty(5, np.float32), 1.0)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "uint16", "int32", "uint32", "uint64"])
+def test_loss_label_rows_reads_labels_of_every_integer_type(dtype):
+    """The labels are read in their own type, no int64 copy: the same errors and grads; an
+    unsigned label over int64's range is out of range."""
+    rng = np.random.default_rng(41)
+    pred = (3 * rng.standard_normal((6, 20))).astype(np.float32)
+    labels = rng.integers(0, 10, (6, 2))
+    want_grad, want_errors = np.empty_like(pred), np.empty(6)
+    native.loss_label_rows(pred, labels, want_grad, want_errors, 1 / 6)
+    grad, errors = np.empty_like(pred), np.empty(6)
+    native.loss_label_rows(pred, labels.astype(dtype), grad, errors, 1 / 6)
+    np.testing.assert_array_equal(errors, want_errors)
+    np.testing.assert_array_equal(grad, want_grad)
+    if dtype == "uint64":
+        huge = labels.astype(dtype)
+        huge[3, 1] = np.uint64(2**63 + 1)
+        native.loss_label_rows(pred, huge, grad, errors, 1 / 6)
+        assert np.isnan(errors[3])
+        assert np.isfinite(np.delete(errors, 3)).all()

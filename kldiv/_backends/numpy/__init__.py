@@ -1029,7 +1029,7 @@ def softmax_kl_loss_labels(pred: Array, labels: Array, *, xp: Namespace) -> Any:
     native = _kernels()
     if native is None or n == 0 or pred.dtype != np.float32 or not _rows_contiguous(pred):
         return NotImplemented
-    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    labels = np.ascontiguousarray(labels)  # of any integer type: the kernel reads them all
     grad = np.empty(pred.shape, dtype=np.float32)
     errors = np.empty(rows)
 

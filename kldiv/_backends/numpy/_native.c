@@ -217,6 +217,33 @@ static KL_INLINE void kl_store(void *out, char kind, Py_ssize_t i, double value)
     }
 }
 
+/* Label j of a row of integer labels, of the type label_code names: its size in bytes, negative
+ * for an unsigned type (kl_label_code). An unsigned label over INT64_MAX reads as -1, out of
+ * every range. */
+static KL_INLINE int64_t kl_label_at(const char *row, int label_code, Py_ssize_t j)
+{
+    switch (label_code) {
+    case 1:
+        return ((const int8_t *)row)[j];
+    case -1:
+        return ((const uint8_t *)row)[j];
+    case 2:
+        return ((const int16_t *)row)[j];
+    case -2:
+        return ((const uint16_t *)row)[j];
+    case 4:
+        return ((const int32_t *)row)[j];
+    case -4:
+        return ((const uint32_t *)row)[j];
+    case 8:
+        return ((const int64_t *)row)[j];
+    default: {
+        const uint64_t label = ((const uint64_t *)row)[j];
+        return label > (uint64_t)INT64_MAX ? -1 : (int64_t)label;
+    }
+    }
+}
+
 /* ---- variants ---------------------------------------------------------------------------- */
 
 typedef void (*kl_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, Py_ssize_t,
@@ -234,12 +261,12 @@ typedef Py_ssize_t (*kl_rel_entr_fn)(const char *, Py_ssize_t, const char *, Py_
                                      Py_ssize_t, Py_ssize_t, char *, Py_ssize_t);
 
 typedef int (*kl_loss_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, Py_ssize_t,
-                               Py_ssize_t, int, float, char *, Py_ssize_t, float *, double *,
-                               double);
+                               Py_ssize_t, Py_ssize_t, int, float, char *, Py_ssize_t, float *,
+                               double *, double);
 
-typedef void (*kl_loss_label_rows_fn)(const char *, Py_ssize_t, const int64_t *, Py_ssize_t,
-                                      Py_ssize_t, Py_ssize_t, float, char *, Py_ssize_t,
-                                      double *, double *);
+typedef void (*kl_loss_label_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, int,
+                                      Py_ssize_t, Py_ssize_t, Py_ssize_t, float, char *,
+                                      Py_ssize_t, double *);
 
 typedef struct {
     const char *name;
@@ -560,6 +587,24 @@ static PyObject *rel_entr_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
     return result;
 }
 
+/* The chunk argument of the logits and loss kernels: None for the default of
+ * KL_LOGIT_CHUNK_BYTES of elements of itemsize, else a positive int; -1 with an exception. */
+static Py_ssize_t kl_chunk_arg(PyObject *chunk_obj, size_t itemsize)
+{
+    if (chunk_obj == Py_None) {
+        return (Py_ssize_t)(KL_LOGIT_CHUNK_BYTES / itemsize);
+    }
+    const Py_ssize_t chunk = PyNumber_AsSsize_t(chunk_obj, PyExc_OverflowError);
+    if (chunk == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (chunk < 1) {
+        PyErr_SetString(PyExc_ValueError, "chunk must be a positive number of elements");
+        return -1;
+    }
+    return chunk;
+}
+
 PyDoc_STRVAR(kl_logit_rows_doc,
              "kl_logit_rows(a, b, out, variant=None, chunk=None)\n--\n\n"
              "For each row r of the 2-D float32 or float64 arrays a and b (same shape and\n"
@@ -577,16 +622,9 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
                                      &b_obj, &out_obj, &variant_obj, &chunk_obj)) {
         return NULL;
     }
-    Py_ssize_t chunk = 0; /* 0: the default */
-    if (chunk_obj != Py_None) {
-        chunk = PyNumber_AsSsize_t(chunk_obj, PyExc_OverflowError);
-        if (chunk == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (chunk < 1) {
-            PyErr_SetString(PyExc_ValueError, "chunk must be a positive number of elements");
-            return NULL;
-        }
+    Py_ssize_t chunk = 0; /* the default, once the element size is known */
+    if (chunk_obj != Py_None && (chunk = kl_chunk_arg(chunk_obj, 1)) < 0) {
+        return NULL;
     }
     const kl_variant *variant = kl_find_variant(variant_obj);
     if (variant == NULL) {
@@ -632,7 +670,7 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
 
 PyDoc_STRVAR(loss_rows_doc,
              "loss_rows(pred, target, grad, errors, scale, norm_target, tolerance=None,\n"
-             "          variant=None)\n--\n\n"
+             "          variant=None, chunk=None)\n--\n\n"
              "PuzzleLib's KLDivergence on the 2-D float32 arrays pred (logits) and target (same\n"
              "shape, each row contiguous, any row stride): a distribution per row, or with\n"
              "norm_target scores to softmax. Writes errors[r] = sum(y*log(y/s)) into the\n"
@@ -641,20 +679,25 @@ PyDoc_STRVAR(loss_rows_doc,
              "a row to redo (a logit that is not finite; a target entry negative, NaN,\n"
              "infinite or subnormal), whose grad row is then not written. With a tolerance,\n"
              "returns whether a row not to redo has a target off 1 by more than it (a\n"
-             "distribution target only), else False. variant as for kl_rows. Releases the\n"
-             "GIL.");
+             "distribution target only), else False. Rows of any length, in chunks of\n"
+             "`chunk` elements (default 256 KiB) with scratch of three. variant as for\n"
+             "kl_rows. Releases the GIL.");
 
 static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"pred",        "target",    "grad",    "errors", "scale",
-                               "norm_target", "tolerance", "variant", NULL};
+                               "norm_target", "tolerance", "variant", "chunk",  NULL};
     PyObject *pred_obj, *target_obj, *grad_obj, *errors_obj, *variant_obj = Py_None;
-    PyObject *tolerance_obj = Py_None;
+    PyObject *tolerance_obj = Py_None, *chunk_obj = Py_None;
     float scale;
     int norm_target;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOfp|OO:loss_rows", keywords, &pred_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOfp|OOO:loss_rows", keywords, &pred_obj,
                                      &target_obj, &grad_obj, &errors_obj, &scale, &norm_target,
-                                     &tolerance_obj, &variant_obj)) {
+                                     &tolerance_obj, &variant_obj, &chunk_obj)) {
+        return NULL;
+    }
+    const Py_ssize_t chunk = kl_chunk_arg(chunk_obj, sizeof(float));
+    if (chunk < 0) {
         return NULL;
     }
     double tolerance = -1.0;
@@ -699,15 +742,17 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
         PyErr_SetString(PyExc_ValueError,
                         "grad must be a writable float32 array of pred's shape, rows contiguous");
     }
-    else if ((scratch = PyMem_RawMalloc(3 * (size_t)p->shape[1] * sizeof(float) + 1)) == NULL) {
+    else if ((scratch = PyMem_RawMalloc(3 * (size_t)(p->shape[1] < chunk ? p->shape[1] : chunk) *
+                                            sizeof(float) +
+                                        1)) == NULL) {
         PyErr_NoMemory();
     }
     else {
         int off;
         Py_BEGIN_ALLOW_THREADS
         off = variant->loss_f32(p->buf, p->strides[0], y->buf, y->strides[0], p->shape[0],
-                                p->shape[1], norm_target, scale, g->buf, g->strides[0], scratch,
-                                res->buf, tolerance);
+                                p->shape[1], chunk, norm_target, scale, g->buf, g->strides[0],
+                                scratch, res->buf, tolerance);
         Py_END_ALLOW_THREADS
         result = PyBool_FromLong(off);
     }
@@ -720,13 +765,32 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
 PyDoc_STRVAR(loss_label_rows_doc,
              "loss_label_rows(pred, labels, grad, errors, scale, variant=None)\n--\n\n"
              "PuzzleLib's KLDivergence on the 2-D float32 array pred (logits; each row\n"
-             "contiguous, any row stride) against the C-contiguous 2-D int64 array labels of\n"
-             "(rows, P): a row of pred holds C*P logits, class-major, and its target is 1/P at\n"
-             "label[p]*P + p for each position p. Writes errors[r] = sum(y*log(y/s)) into the\n"
-             "C-contiguous 1-D float64 array errors and grad[r] = (y - s)*scale into grad\n"
-             "(float32, pred's shape, rows contiguous), s = softmax(pred[r]). NaN in errors for\n"
-             "a row holding a logit that is not finite or a label outside [0, C), whose grad\n"
-             "row is then garbage. variant as for kl_rows. Releases the GIL.");
+             "contiguous, any row stride) against the 2-D array labels of (rows, P) integers\n"
+             "of any size (each row contiguous): a row of pred holds C*P logits, class-major,\n"
+             "and its target is 1/P at label[p]*P + p for each position p. Writes\n"
+             "errors[r] = sum(y*log(y/s)) into the C-contiguous 1-D float64 array errors and\n"
+             "grad[r] = (y - s)*scale into grad (float32, pred's shape, rows contiguous),\n"
+             "s = softmax(pred[r]). NaN in errors for a row holding a logit that is not finite\n"
+             "or a label outside [0, C), whose grad row is then garbage. variant as for\n"
+             "kl_rows. Releases the GIL.");
+
+/* The label_code of kl_label_at for an integer buffer: its size, negative when unsigned; 0
+ * for anything else. */
+static int kl_label_code(const Py_buffer *b)
+{
+    const char *f = b->format ? b->format : "B";
+    if (*f == '<' || *f == '=' || *f == '@') {
+        f++;
+    }
+    if (f[0] == '\0' || f[1] != '\0' || strchr("bBhHiIlLqQ", f[0]) == NULL) {
+        return 0;
+    }
+    const int size = (int)b->itemsize;
+    if (size != 1 && size != 2 && size != 4 && size != 8) {
+        return 0;
+    }
+    return strchr("BHILQ", f[0]) != NULL ? -size : size;
+}
 
 static PyObject *loss_label_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
@@ -746,7 +810,7 @@ static PyObject *loss_label_rows(PyObject *Py_UNUSED(module), PyObject *args, Py
     if (PyObject_GetBuffer(pred_obj, &p, PyBUF_RECORDS_RO) < 0) {
         return NULL;
     }
-    if (PyObject_GetBuffer(labels_obj, &l, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+    if (PyObject_GetBuffer(labels_obj, &l, PyBUF_RECORDS_RO) < 0) {
         PyBuffer_Release(&p);
         return NULL;
     }
@@ -761,20 +825,19 @@ static PyObject *loss_label_rows(PyObject *Py_UNUSED(module), PyObject *args, Py
         PyBuffer_Release(&p);
         return NULL;
     }
-    const char *lf = l.format ? l.format : "B";
-    if (*lf == '<' || *lf == '=' || *lf == '@') {
-        lf++;
-    }
     PyObject *result = NULL;
-    double *d = NULL; /* the labels' logits less the row's largest, one row at a time */
+    const int label_code = kl_label_code(&l);
     if (kl_float_kind(&p) != 'f' || p.ndim != 2 ||
         (p.shape[1] > 1 && p.strides[1] != p.itemsize)) {
         PyErr_SetString(PyExc_TypeError, "pred must be a 2-D float32 array, rows contiguous");
     }
-    else if (l.ndim != 2 || l.itemsize != 8 || (strcmp(lf, "l") != 0 && strcmp(lf, "q") != 0) ||
-             l.shape[0] != p.shape[0] || l.shape[1] < 1 || p.shape[1] % l.shape[1] != 0) {
-        PyErr_SetString(PyExc_ValueError,
-                        "labels must be a 2-D int64 array of (rows, P), P dividing pred's row");
+    else if (label_code == 0) {
+        PyErr_SetString(PyExc_TypeError, "labels must be an array of integers");
+    }
+    else if (l.ndim != 2 || l.shape[0] != p.shape[0] || l.shape[1] < 1 ||
+             p.shape[1] % l.shape[1] != 0 || (l.shape[1] > 1 && l.strides[1] != l.itemsize)) {
+        PyErr_SetString(PyExc_ValueError, "labels must be a 2-D array of (rows, P), rows "
+                                          "contiguous, P dividing pred's row");
     }
     else if (kl_float_kind(&res) != 'd' || res.ndim != 1 || res.shape[0] != p.shape[0]) {
         PyErr_SetString(PyExc_ValueError,
@@ -785,18 +848,15 @@ static PyObject *loss_label_rows(PyObject *Py_UNUSED(module), PyObject *args, Py
         PyErr_SetString(PyExc_ValueError,
                         "grad must be a writable float32 array of pred's shape, rows contiguous");
     }
-    else if ((d = PyMem_RawMalloc((size_t)l.shape[1] * sizeof(double))) == NULL) {
-        PyErr_NoMemory();
-    }
     else {
         Py_BEGIN_ALLOW_THREADS
-        variant->loss_labels_f32(p.buf, p.strides[0], l.buf, l.shape[1], p.shape[0], p.shape[1],
-                                 scale, g.buf, g.strides[0], res.buf, d);
+        variant->loss_labels_f32(p.buf, p.strides[0], l.buf, l.strides[0], label_code,
+                                 l.shape[1], p.shape[0], p.shape[1], scale, g.buf, g.strides[0],
+                                 res.buf);
         Py_END_ALLOW_THREADS
         result = Py_None;
         Py_INCREF(result);
     }
-    PyMem_RawFree(d);
     PyBuffer_Release(&res);
     PyBuffer_Release(&g);
     PyBuffer_Release(&l);

@@ -27,6 +27,7 @@ def loss_rows(
     norm_target: bool,
     tolerance: float | None = None,
     variant: str | None = None,
+    chunk: int | None = None,
 ) -> bool: ...
 def loss_label_rows(
     pred: Any, labels: Any, grad: Any, errors: Any, scale: float, variant: str | None = None
