@@ -46,6 +46,8 @@ KL_ATTR static KL_INLINE void KL_FN(kl_lane_sums)(const KL_T *restrict p, const 
     double d[KL_LANES] = {0}, d_err[KL_LANES] = {0};
     Py_ssize_t i = 0;
     for (; i + KL_LANES <= m; i += KL_LANES) {
+        /* each lane its own sums: vectorised, the additions in the same order */
+#pragma omp simd
         for (int l = 0; l < KL_LANES; l++) {
             t[l] += (double)terms[i + l];
             sp[l] += (double)p[i + l];
