@@ -28,7 +28,17 @@ DTYPES = ("float16", "float32", "float64")
 ENTRY_POINTS = {
     _sources.DIVERGENCES: [
         f"{op}_{dtype}"
-        for op in ("rel_entr", "kl_div", "entropy", "cross_entropy", "js_div", "kl_div_logits")
+        for op in (
+            "rel_entr",
+            "kl_div",
+            "kl_div_measures",
+            "entropy",
+            "cross_entropy",
+            "js_div",
+            "hellinger",
+            "total_variation",
+            "kl_div_logits",
+        )
         for dtype in DTYPES
     ],
     _sources.LOSS: [f"softmax_kl_loss_{dtype}" for dtype in DTYPES],

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import array_api_compat.numpy as np_compat
+import mpmath
 import numpy as np
 import pytest
 from cuda_sim import SimModule, assert_all_schedules
@@ -39,16 +40,22 @@ TEST_DEVICE = DeviceProperties(
     max_threads_per_multiprocessor=256,
     shared_memory_per_block=4096,
 )
-# A real one, for the launch sizes alone (an A100's figures).
+# Real ones, for the launch sizes alone (an A100's and an H200's figures).
 A100 = DeviceProperties(
     multiprocessors=108,
     max_threads_per_block=1024,
     max_threads_per_multiprocessor=2048,
     shared_memory_per_block=48 * 1024,
 )
+H200 = DeviceProperties(
+    multiprocessors=132,
+    max_threads_per_block=1024,
+    max_threads_per_multiprocessor=2048,
+    shared_memory_per_block=48 * 1024,
+)
 
 DTYPES = ["float16", "float32", "float64"]
-PROBABILITY_OPS = ["kl_div", "entropy", "cross_entropy", "js_div"]
+PROBABILITY_OPS = ["kl_div", "entropy", "cross_entropy", "js_div", "hellinger", "total_variation"]
 REDUCTIONS = [*PROBABILITY_OPS, "kl_div_logits"]
 # Kernels sum float16 and float32 in float32; references are float64.
 TOLERANCE = {
@@ -187,9 +194,11 @@ def numpy_path(op, *arrays, **kwargs):
         return float(error), grad
     if op == "rel_entr":
         return kldiv.rel_entr(*arrays, validate=False)
-    return getattr(kldiv, op)(
+    out = getattr(kldiv, op)(
         *arrays, axis=kwargs["axes"], keepdims=kwargs["keepdims"], validate=False
     )
+    # The backend's hellinger is the squared distance; the public layer takes the root.
+    return out**2 if op == "hellinger" else out
 
 
 def assert_matches(got, expected, dtype):
@@ -397,8 +406,11 @@ LOSS_SHAPES = {
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows", LOSS_SHAPES)
 def test_loss_matches_the_numpy_path(engine, rows, dtype, norm_target):
+    check_loss(engine, LOSS_SHAPES[rows], dtype, norm_target)
+
+
+def check_loss(engine, shape, dtype, norm_target):
     rng = np.random.default_rng(8)
-    shape = LOSS_SHAPES[rows]
     pred = (3 * rng.standard_normal(shape)).astype(dtype)
     if norm_target:
         target = (3 * rng.standard_normal(shape)).astype(dtype)
@@ -454,6 +466,19 @@ SCHEDULE_CASES = {
 }
 
 
+def float32_check(op, expected):
+    """A check of a float32 launch's result against the NumPy path's ``expected``."""
+
+    def check(got):
+        if op == "softmax_kl_loss":
+            np.testing.assert_allclose(float(got[0]), expected[0], rtol=2e-5)
+            np.testing.assert_allclose(got[1], expected[1], atol=1e-7)
+        else:
+            assert_matches(got, expected, "float32")
+
+    return check
+
+
 @pytest.mark.parametrize("case", SCHEDULE_CASES)
 def test_every_schedule_gives_the_numpy_paths_result(sim_modules, case):
     op, shape = SCHEDULE_CASES[case]
@@ -473,14 +498,7 @@ def test_every_schedule_gives_the_numpy_paths_result(sim_modules, case):
     def launch(schedule, seed):
         return SimEngine(sim_modules, schedule=schedule, seed=seed)(op, *arrays, **kwargs)
 
-    def check(got):
-        if op == "softmax_kl_loss":
-            np.testing.assert_allclose(float(got[0]), expected[0], rtol=2e-5)
-            np.testing.assert_allclose(got[1], expected[1], atol=1e-7)
-        else:
-            assert_matches(got, expected, "float32")
-
-    assert_all_schedules(launch, check)
+    assert_all_schedules(launch, float32_check(op, expected))
 
 
 # ----------------------------------------------------------------- launches
@@ -523,7 +541,7 @@ def test_launches_pass_scalars_in_their_c_types(sim_modules, monkeypatch):
     numpy_with_python_scalars = types.SimpleNamespace(int32=int, int64=int, dtype=np.dtype)
     monkeypatch.setattr(_launcher, "np", numpy_with_python_scalars)
     p, q = inputs("kl_div", np.random.default_rng(12), (3, 8), "float32")
-    with pytest.raises(TypeError, match=r"'warp_per_row'.*Python int"):
+    with pytest.raises(TypeError, match=r"'phase'.*Python int"):
         SimEngine(sim_modules)("kl_div", p, q, axes=(1,), keepdims=False, validate=False)
 
 
@@ -535,7 +553,25 @@ def test_row_plans_for_a_real_device():
     medium = launcher.row_plan(rows=4096, n=1000)
     assert (medium.warp_per_row, medium.block, medium.grid) == (False, 128, 108 * 16)
     long = launcher.row_plan(rows=16, n=10**6)
-    assert (long.block, long.grid) == (_sources.MAX_BLOCK_THREADS, 16)
+    assert (long.block, long.grid, long.splits) == (_sources.MAX_BLOCK_THREADS, 16, 1)
+    # Split, as the reductions launch it: 16 rows of 10**6 fill the 108 * 4 resident blocks.
+    split = launcher.row_plan(rows=16, n=10**6, split=True)
+    assert (split.block, split.splits, split.grid) == (_sources.MAX_BLOCK_THREADS, 27, 16 * 27)
+    assert split.chunk * (split.splits - 1) < 10**6 <= split.chunk * split.splits
+    assert split.chunk % 32 == 0
+    # Enough rows to fill the device, or rows too short to pay for a split: whole rows.
+    assert launcher.row_plan(rows=432, n=10**6, split=True).splits == 1
+    assert launcher.row_plan(rows=16, n=30_000, split=True).splits == 1
+
+
+def test_split_rows_fill_an_h200():
+    """The issue's case: 16 rows of 10**6 used 16 blocks of an H200's 132 multiprocessors."""
+    plan = Launcher(lambda source: None, np, H200).row_plan(rows=16, n=10**6, split=True)
+    resident = 132 * (2048 // plan.block)
+    assert (plan.block, resident) == (512, 528)
+    assert (plan.splits, plan.grid) == (33, 528)
+    # The scratch of the states, two passes for logits: 66 KiB, well under a MiB.
+    assert 2 * 16 * plan.splits * _sources.SLOT_BYTES == 67584
 
 
 def test_loss_plans_cache_rows_that_fit():
@@ -612,3 +648,208 @@ def test_js_with_one_side_far_below_eps_times_the_other(engine, dtype):
     got = check_reduction(engine, "js_div", [p, q])
     assert np.isfinite(got).all()
     check_reduction(engine, "js_div", [q, p])
+
+
+# ----------------------------------------------------------------- split rows
+
+
+@pytest.fixture
+def small_splits(monkeypatch):
+    """Rows split at a few hundred entries, so that the test device's 4 resident blocks
+    split rows the simulator runs quickly: the production rule, with a smaller minimum."""
+    monkeypatch.setattr(_launcher, "SPLIT_MIN_ENTRIES", 64)
+
+
+SPLIT_SHAPE = (3, 700)  # 2 spans of 352 a row on the test device; 6 spans on a grid of 4
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", REDUCTIONS)
+def test_split_rows_match_the_numpy_path(sim_modules, small_splits, op, dtype):
+    engine = SimEngine(sim_modules)
+    arrays = inputs(op, np.random.default_rng(13), SPLIT_SHAPE, dtype)
+    check_reduction(engine, op, arrays)
+    passes = 2 if op == "kl_div_logits" else 1
+    assert len(engine.launches) == passes + 1  # the passes, then the finish
+    assert [launch.grid for launch in engine.launches[:passes]] == [(4,)] * passes
+    (finish,) = engine.launches[-1].grid
+    assert finish == 1
+
+
+@pytest.mark.parametrize("norm_target", [False, True], ids=["target", "softmax target"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_loss_rows_match_the_numpy_path(sim_modules, small_splits, dtype, norm_target):
+    engine = SimEngine(sim_modules)
+    check_loss(engine, SPLIT_SHAPE, dtype, norm_target)
+    assert [launch.grid for launch in engine.launches] == [(4,), (4,), (1,)]
+    assert {launch.shared_mem for launch in engine.launches} == {0}  # split rows: no cache
+
+
+def test_split_rows_keep_the_conventions(sim_modules, small_splits):
+    rng = np.random.default_rng(14)
+    p, q = distributions(rng, SPLIT_SHAPE, "float64"), distributions(rng, SPLIT_SHAPE, "float64")
+    p[0, 600], q[1, 10] = 0.0, 0.0  # p == 0 adds nothing; q == 0 < p gives +inf
+    p[2, 400] = np.nan
+    got = check_reduction(SimEngine(sim_modules), "kl_div", [p, q])
+    assert np.isfinite(got[0])
+    assert got[1] == np.inf
+    assert np.isnan(got[2])
+    a, b = (3 * rng.standard_normal(SPLIT_SHAPE) for _ in range(2))
+    a[0, 500], b[1, 600], a[2, 30] = -np.inf, -np.inf, np.nan
+    got = check_reduction(SimEngine(sim_modules), "kl_div_logits", [a, b])
+    assert np.isfinite(got[0])
+    assert got[1] == np.inf
+    assert np.isnan(got[2])
+
+
+@pytest.mark.parametrize("op", ["kl_div", "js_div", "kl_div_logits", "softmax_kl_loss"])
+def test_split_rows_are_the_same_under_every_schedule(sim_modules, small_splits, op):
+    """Each span's state comes from the same threads in the same order and the finish merges
+    them in split order, so every schedule gives the same bits, and the right ones."""
+    rng = np.random.default_rng(15)
+    if op == "softmax_kl_loss":
+        arrays = [rng.standard_normal(SPLIT_SHAPE).astype(np.float32) for _ in range(2)]
+        kwargs = {"norm_target": True}
+        expected = numpy_path(op, *arrays, **kwargs)
+    else:
+        arrays = inputs(op, rng, SPLIT_SHAPE, "float32")
+        kwargs = {"axes": (1,), "keepdims": False, "validate": False}
+        expected = numpy_path(op, *arrays, axes=(1,), keepdims=False)
+
+    def launch(schedule, seed):
+        return SimEngine(sim_modules, schedule=schedule, seed=seed)(op, *arrays, **kwargs)
+
+    results = assert_all_schedules(launch, float32_check(op, expected))
+    first, *others = results.values()
+    for other in others:
+        # the loss gives (error, grad), the others an array
+        parts = (lambda x: x) if op == "softmax_kl_loss" else (lambda x: (x,))
+        for got, want in zip(parts(other), parts(first), strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+# ----------------------------------------------------------------- accuracy against mpmath
+
+mpmath.mp.dps = 50
+EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
+# The accuracy asked of near-identical rows, relative to the 50-digit value.
+NEAR_BOUND = {"float32": 1e-6, "float64": 1e-13}
+
+
+def near_identical(rng, shape, kl, dtype):
+    """Rows p, q with KL about ``kl``: q = p(1 + eps*N(0, 1)), both of mass exactly 1 as
+    floats (integers over 2**s, exact in ``dtype``), so that the floats' KL is a divergence."""
+    n = shape[1]
+    s = 30 if dtype == "float32" else 50
+    eps = np.sqrt(2 * kl)
+    u = rng.uniform(0.5, 1.5, shape)
+    m = np.floor(u / u.sum(axis=1, keepdims=True) * 2**s)
+    m[:, -1] += 2**s - m.sum(axis=1)
+    k = np.round(eps * m * rng.standard_normal(shape))
+    k -= np.round(k.sum(axis=1, keepdims=True) / n)
+    k[:, -1] -= k.sum(axis=1)
+    p, q = (x / 2**s for x in (m, m + k))
+    assert (p.astype(dtype) == p).all()
+    assert (q.astype(dtype) == q).all()
+    return p.astype(dtype), q.astype(dtype)
+
+
+def _mp(x):
+    return [[mpmath.mpf(float(v)) for v in row] for row in np.asarray(x)]
+
+
+def mp_divergence(op, p, q):
+    """The 50-digit value of ``op`` on the exact floats of each row."""
+    out = []
+    for pr, qr in zip(_mp(p), _mp(q), strict=True):
+        if op == "kl_div":
+            terms = [x * mpmath.log(x / y) for x, y in zip(pr, qr, strict=True) if x > 0]
+        elif op == "js_div":
+            terms = [
+                (x * mpmath.log(2 * x / (x + y)) + y * mpmath.log(2 * y / (x + y))) / 2
+                for x, y in zip(pr, qr, strict=True)
+            ]
+        elif op == "hellinger":  # squared, as the backend returns it
+            terms = [
+                (mpmath.sqrt(x) - mpmath.sqrt(y)) ** 2 / 2 for x, y in zip(pr, qr, strict=True)
+            ]
+        else:  # kl_div_logits: p and q the softmax of logit rows
+            la = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in pr))
+            lb = mpmath.log(mpmath.fsum(mpmath.exp(y) for y in qr))
+            terms = [
+                mpmath.exp(x - la) * ((x - la) - (y - lb)) for x, y in zip(pr, qr, strict=True)
+            ]
+        out.append(float(mpmath.fsum(terms)))
+    return np.array(out)
+
+
+def naive(op, p, q):
+    """The textbook form in the inputs' own dtype, terms of both signs summed."""
+    with np.errstate(all="ignore"):
+        if op == "kl_div":
+            return np.sum(p * np.log(p / q), axis=1)
+        if op == "js_div":
+            m = (p + q) / 2
+            return np.sum(p * np.log(p / m) + q * np.log(q / m), axis=1) / 2
+        if op == "hellinger":
+            return np.sum((np.sqrt(p) - np.sqrt(q)) ** 2, axis=1) / 2
+        la = p - np.log(np.sum(np.exp(p), axis=1, keepdims=True))
+        lb = q - np.log(np.sum(np.exp(q), axis=1, keepdims=True))
+        return np.sum(np.exp(la) * (la - lb), axis=1)
+
+
+def cpu_path(op, p, q, validate):
+    """kldiv on NumPy arrays (the compiled kernels where built), the accuracy to match."""
+    out = np.asarray(getattr(kldiv, op)(p, q, validate=validate), dtype=np.float64)
+    return out**2 if op == "hellinger" else out
+
+
+NEAR_CASES = {
+    # name: (operation, validate, KL, shape, split)
+    "kl_div 1e-9": ("kl_div", True, 1e-9, (6, 1000), False),
+    "kl_div 1e-6": ("kl_div", True, 1e-6, (6, 1000), False),
+    "kl_div 1e-9, measures form": ("kl_div", False, 1e-9, (6, 1000), False),
+    "kl_div 1e-9, split rows": ("kl_div", True, 1e-9, (2, 2000), True),
+    "js_div 1e-9": ("js_div", True, 1e-9, (6, 1000), False),
+    "hellinger 1e-9": ("hellinger", True, 1e-9, (6, 1000), False),
+    "logits 1e-10": ("kl_div_logits", True, 1e-10, (6, 1000), False),
+    "logits 1e-7, shifted by 7": ("kl_div_logits", True, 1e-7, (6, 1000), False),
+    "logits 1e-9, split rows": ("kl_div_logits", True, 1e-9, (2, 2000), True),
+}
+
+
+def logit_pair(rng, shape, kl, dtype, shift):
+    """Logit rows b = 3*N(0, 1) and a = b + shift + eps*N(0, 1), KL about ``kl``."""
+    b = 3 * rng.standard_normal(shape)
+    a = b + shift + np.sqrt(2 * kl) * rng.standard_normal(shape)
+    return a.astype(dtype), b.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", NEAR_CASES)
+def test_near_identical_rows_against_mpmath(engine, monkeypatch, case, dtype):
+    """Near-identical rows: the kernels' terms are >= 0 and cancel nothing, so the result is
+    exact to the dtype's rounding (1e-6 relative in float32, 1e-13 in float64), never below
+    0, as exact as the NumPy path's (within a factor 2 or 4 roundings), and at least 100
+    times nearer than the textbook form in the same dtype."""
+    op, validate, kl, shape, split = NEAR_CASES[case]
+    if split:
+        monkeypatch.setattr(_launcher, "SPLIT_MIN_ENTRIES", 256)
+    rng = np.random.default_rng(16)
+    if op == "kl_div_logits":
+        p, q = logit_pair(rng, shape, kl, dtype, shift=7.0 if "shifted" in case else 0.0)
+    else:
+        p, q = near_identical(rng, shape, kl, dtype)
+    reference = mp_divergence(op, p, q)
+    assert (reference > kl / 10).all()
+    assert (reference < kl * 10).all()
+    got = engine(op, p, q, axes=(1,), keepdims=False, validate=validate).astype(np.float64)
+    if split and isinstance(engine, SimEngine):
+        assert len(engine.launches) > 1  # the rows were split
+    error = np.max(np.abs(got - reference) / reference)
+    cpu_error = np.max(np.abs(cpu_path(op, p, q, validate) - reference) / reference)
+    naive_error = np.max(np.abs(naive(op, p, q) - reference) / reference)
+    assert (got >= 0).all()
+    assert error <= NEAR_BOUND[dtype], (error, cpu_error)
+    assert error <= max(2 * cpu_error, 4 * EPS[dtype]), (error, cpu_error)
+    assert 100 * error <= naive_error, (error, naive_error)

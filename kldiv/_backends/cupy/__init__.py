@@ -72,6 +72,28 @@ def js_div(
     )
 
 
+def hellinger(
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    """As :func:`kldiv._agnostic.hellinger`."""
+    return on_device_of(
+        p,
+        lambda launcher: launcher.hellinger(p, q, axes=axes, keepdims=keepdims, validate=validate),
+    )
+
+
+def total_variation(
+    p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool, xp: Namespace
+) -> Array:
+    """As :func:`kldiv._agnostic.total_variation`."""
+    return on_device_of(
+        p,
+        lambda launcher: launcher.total_variation(
+            p, q, axes=axes, keepdims=keepdims, validate=validate
+        ),
+    )
+
+
 def softmax_kl_loss(
     pred: Array, target: Array, *, norm_target: bool, xp: Namespace
 ) -> tuple[Array, Array]:

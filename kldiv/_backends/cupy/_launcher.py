@@ -39,6 +39,16 @@ LAUNCH_SHARED_MEMORY = 48 * 1024
 # The loss kernel's static shared memory (per-warp states) stays under this (ptxas reports
 # 512 bytes for float64); the rest of the launch's shared memory can cache rows.
 LOSS_STATIC_SHARED = 1024
+# A row is split across blocks only while the rows are too few to fill the device with a block
+# each, and never into spans of fewer entries than this: a split costs a scratch slot per span
+# and a finish launch, worth it only for a span that takes a block a while.
+SPLIT_MIN_ENTRIES = 16384
+# Threads of a block of the finish launch of split rows (one thread to a row).
+FINISH_BLOCK_THREADS = 256
+# Passes over a split row before its finish, by operation: one for the sums of terms, two
+# for logits (their norms, then their terms; see kernels/log_sum_exp.cuh); the loss takes
+# two as well (kernels/loss.cu).
+PASSES = {"kl_div_logits": 2}
 
 
 class Kernel(Protocol):
@@ -73,16 +83,25 @@ class DeviceProperties:
 @dataclass(frozen=True)
 class LaunchPlan:
     """Grid and block of a row kernel: ``warp_per_row`` (several rows to a block, a warp
-    each) or one block per row; ``shared_mem`` bytes of dynamic shared memory."""
+    each) or one block per row; ``shared_mem`` bytes of dynamic shared memory. With
+    ``splits > 1`` each row is cut into that many spans of ``chunk`` entries, a block each
+    (see ``kernels/rows.cuh``)."""
 
     grid: int
     block: int
     warp_per_row: bool
     shared_mem: int = 0
+    splits: int = 1
+    chunk: int = 0
 
 
 def _round_up(x: int, multiple: int) -> int:
     return -(-x // multiple) * multiple
+
+
+def _clips(op: str, validate: bool) -> bool:
+    """Whether ``op``'s results below 0 become 0 (:data:`kldiv._table.DIVERGENCES`)."""
+    return DIVERGENCES[op].clips(validate)
 
 
 class Launcher:
@@ -130,33 +149,49 @@ class Launcher:
         per_multiprocessor = max(1, self.device.max_threads_per_multiprocessor // threads)
         return self.device.multiprocessors * per_multiprocessor
 
-    def row_plan(self, rows: int, n: int) -> LaunchPlan:
-        """A warp per row for rows up to :data:`WARP_ROW_MAX` long, else a block per row."""
+    def row_plan(self, rows: int, n: int, *, split: bool = False) -> LaunchPlan:
+        """A warp per row for rows up to :data:`WARP_ROW_MAX` long, else a block per row.
+
+        With ``split`` (the kernel can split rows), rows too few to fill the device with a
+        block each are cut into spans of at least :data:`SPLIT_MIN_ENTRIES`, a block to a
+        span, until the spans fill it: 16 rows of 10**6 on 132 multiprocessors of 4 blocks
+        are 33 spans each, 528 blocks, where whole rows would be 16."""
         if n <= WARP_ROW_MAX:
             threads = min(ROWS_BLOCK_THREADS, self.max_block)
             rows_per_block = threads // WARP_SIZE
         else:
             threads = min(self.max_block, _round_up(-(-n // ENTRIES_PER_THREAD), WARP_SIZE))
             rows_per_block = 1
+        resident = self._resident_blocks(threads)
         blocks = -(-rows // rows_per_block)
-        grid = max(1, min(blocks, self._resident_blocks(threads)))
-        return LaunchPlan(grid, threads, n <= WARP_ROW_MAX)
+        grid = max(1, min(blocks, resident))
+        if split and rows_per_block == 1 and 0 < rows < resident:
+            splits = min(-(-resident // rows), n // SPLIT_MIN_ENTRIES)
+            if splits > 1:
+                chunk = _round_up(-(-n // splits), WARP_SIZE)
+                splits = -(-n // chunk)  # no span left empty
+                grid = min(rows * splits, resident)
+                return LaunchPlan(grid, threads, False, splits=splits, chunk=chunk)
+        return LaunchPlan(grid, threads, n <= WARP_ROW_MAX, chunk=n)
 
     def loss_plan(self, rows: int, k: int, row_bytes: int) -> LaunchPlan:
-        """:meth:`row_plan`, with ``row_bytes`` of shared memory per row to cache the row in
-        when that fits (fewer warps to a block if that makes it fit); else no cache."""
-        plan = self.row_plan(rows, k)
+        """:meth:`row_plan` (split rows included), with ``row_bytes`` of shared memory per
+        row to cache the row in when that fits (fewer warps to a block if that makes it fit);
+        else, and for split rows, no cache."""
+        plan = self.row_plan(rows, k, split=True)
+        if plan.splits > 1:
+            return plan
         budget = min(self.device.shared_memory_per_block, LAUNCH_SHARED_MEMORY)
         budget -= LOSS_STATIC_SHARED
         if not plan.warp_per_row:
             cached = row_bytes <= budget
-            return LaunchPlan(plan.grid, plan.block, False, row_bytes if cached else 0)
+            return LaunchPlan(plan.grid, plan.block, False, row_bytes if cached else 0, chunk=k)
         warps = min(plan.block // WARP_SIZE, budget // max(row_bytes, 1))
         if warps == 0:
             return plan
         threads = warps * WARP_SIZE
         grid = max(1, min(-(-rows // warps), self._resident_blocks(threads)))
-        return LaunchPlan(grid, threads, True, warps * row_bytes)
+        return LaunchPlan(grid, threads, True, warps * row_bytes, chunk=k)
 
     # ---------------------------------------------------------------- the backend interface
 
@@ -167,51 +202,48 @@ class Launcher:
     def kl_div(
         self, p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool
     ) -> Array:
-        """As :func:`kldiv._agnostic.kl_div`: with ``validate``, a result below 0 (only the
-        rounding of the inputs' sums makes one) is 0."""
-        return self._reduce(
-            "kl_div", (p, q), axes, keepdims, clip=DIVERGENCES["kl_div"].clips(validate)
-        )
+        """As :func:`kldiv._agnostic.kl_div`: ``sum(t) + sum(p - q)`` with terms ``t >= 0``
+        for distributions (``validate``; a result below 0, a rounding of the inputs' sums, is
+        0), the form for measures of any mass otherwise (``kernels/terms.cuh``)."""
+        op = "kl_div" if validate else "kl_div_measures"
+        return self._reduce(op, (p, q), axes, keepdims, clip=_clips("kl_div", validate))
 
     def kl_div_logits(
         self, a: Array, b: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool
     ) -> Array:
-        """As :func:`kldiv._agnostic.kl_div_logits`, one pass with an online log-sum-exp; a
-        result below 0 is a rounding and is 0, as on the NumPy path."""
-        return self._reduce(
-            "kl_div_logits",
-            (a, b),
-            axes,
-            keepdims,
-            clip=DIVERGENCES["kl_div_logits"].clips(validate),
-        )
+        """As :func:`kldiv._agnostic.kl_div_logits`: two passes, the rows' log-sum-exp and
+        then terms ``>= 0``; a result below 0 is a rounding and is 0, as on the NumPy path."""
+        return self._divergence("kl_div_logits", (a, b), axes, keepdims, validate)
 
     def entropy(self, p: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool) -> Array:
         """As :func:`kldiv._agnostic.entropy`."""
-        return self._reduce(
-            "entropy", (p,), axes, keepdims, clip=DIVERGENCES["entropy"].clips(validate)
-        )
+        return self._divergence("entropy", (p,), axes, keepdims, validate)
 
     def cross_entropy(
         self, p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool
     ) -> Array:
         """As :func:`kldiv._agnostic.cross_entropy`."""
-        return self._reduce(
-            "cross_entropy",
-            (p, q),
-            axes,
-            keepdims,
-            clip=DIVERGENCES["cross_entropy"].clips(validate),
-        )
+        return self._divergence("cross_entropy", (p, q), axes, keepdims, validate)
 
     def js_div(
         self, p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool
     ) -> Array:
         """As :func:`kldiv._agnostic.js_div`. JS is never below 0, so a result below 0 is a
         rounding and is 0, validated or not (as on the NumPy path)."""
-        return self._reduce(
-            "js_div", (p, q), axes, keepdims, clip=DIVERGENCES["js_div"].clips(validate)
-        )
+        return self._divergence("js_div", (p, q), axes, keepdims, validate)
+
+    def hellinger(
+        self, p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool
+    ) -> Array:
+        """As :func:`kldiv._agnostic.hellinger`: the squared distance, whose root the public
+        layer takes."""
+        return self._divergence("hellinger", (p, q), axes, keepdims, validate)
+
+    def total_variation(
+        self, p: Array, q: Array, *, axes: tuple[int, ...], keepdims: bool, validate: bool
+    ) -> Array:
+        """As :func:`kldiv._agnostic.total_variation`."""
+        return self._divergence("total_variation", (p, q), axes, keepdims, validate)
 
     def softmax_kl_loss(
         self, pred: Array, target: Array, *, norm_target: bool
@@ -226,23 +258,32 @@ class Launcher:
         pred, target = xp.ascontiguousarray(pred), xp.ascontiguousarray(target)
         rows, k = pred.shape
         grad = xp.empty((rows, k), dtype=dtype)
-        row_error = xp.empty(rows, dtype=xp.float64 if dtype == xp.float64 else xp.float32)
+        row_error = xp.empty(rows, dtype=xp.float64)
         if grad.size:
             row_bytes = k * grad.itemsize * (2 if norm_target else 1)
             plan = self.loss_plan(rows, k, row_bytes)
-            args = (
-                pred,
-                target,
-                grad,
-                row_error,
-                np.int64(rows),
-                np.int64(k),
-                np.int32(norm_target),
-                np.int32(plan.shared_mem > 0),
-                np.int32(plan.warp_per_row),
-            )
             kernel = self._kernel(_sources.LOSS, "softmax_kl_loss", dtype)
-            kernel((plan.grid,), (plan.block,), args, shared_mem=plan.shared_mem)
+            scratch, phases = self._phases(plan, rows, passes=2)
+            # grad = (y - s) * (1/N), in the kernels' arithmetic type (float for float16)
+            per_sample = (np.float64 if dtype == np.float64 else np.float32)(1 / rows)
+            for phase, grid, block in phases:
+                args = (
+                    pred,
+                    target,
+                    grad,
+                    row_error,
+                    scratch,
+                    np.int64(rows),
+                    np.int64(k),
+                    np.int64(plan.splits),
+                    np.int64(plan.chunk),
+                    np.int32(phase),
+                    per_sample,
+                    np.int32(norm_target),
+                    np.int32(plan.shared_mem > 0),
+                    np.int32(plan.warp_per_row),
+                )
+                kernel((grid,), (block,), args, shared_mem=plan.shared_mem)
         else:  # rows of no classes: nothing to sum
             row_error[...] = 0
         error = xp.asarray(xp.sum(row_error, dtype=xp.float64))
@@ -255,6 +296,33 @@ class Launcher:
         dtype = self.xp.result_type(*arrays)
         return dtype, [a if a.dtype == dtype else a.astype(dtype) for a in arrays]
 
+    def _phases(
+        self, plan: LaunchPlan, rows: int, *, passes: int
+    ) -> tuple[Array | None, list[tuple[int, int, int]]]:
+        """The scratch buffer of ``plan`` (None for whole rows) and its launches, each
+        ``(phase, grid, block)``: phase 0 for whole rows; for split rows phases 1 to
+        ``passes``, then the finish, one thread to a row (``kernels/rows.cuh``)."""
+        if plan.splits == 1:
+            return None, [(0, plan.grid, plan.block)]
+        slots = passes * rows * plan.splits
+        scratch = self.xp.empty(slots * _sources.SLOT_BYTES // 8, dtype=self.xp.float64)
+        finish = min(FINISH_BLOCK_THREADS, self.max_block)
+        phases = [(k, plan.grid, plan.block) for k in range(1, passes + 1)]
+        phases.append((passes + 1, -(-rows // finish), finish))
+        return scratch, phases
+
+    def _divergence(
+        self,
+        op: str,
+        arrays: Sequence[Array],
+        axes: tuple[int, ...],
+        keepdims: bool,
+        validate: bool,
+    ) -> Array:
+        """``op`` over ``axes``, clipped at 0 as its row of :data:`kldiv._table.DIVERGENCES`
+        says for ``validate``."""
+        return self._reduce(op, arrays, axes, keepdims, clip=_clips(op, validate))
+
     def _reduce(
         self,
         op: str,
@@ -264,7 +332,8 @@ class Launcher:
         *,
         clip: bool,
     ) -> Array:
-        """``op`` of one or two arrays over ``axes``; results below 0 become 0 with ``clip``."""
+        """``op`` of one or two arrays over ``axes``; results below 0 become 0 with ``clip``.
+        One launch, or for split rows one per pass and a finish (``kernels/rows.cuh``)."""
         xp = self.xp
         dtype, arrays = self._common(arrays)
         shape = _layout.broadcast_shape(arrays)
@@ -275,20 +344,26 @@ class Launcher:
         n = math.prod(shape[i] for i in axes)
         out = xp.empty(rows, dtype=dtype)
         if rows:
-            plan = self.row_plan(rows, n)
-            args = (
-                a,
-                np.int64(a_stride),
-                b,
-                np.int64(b_stride),
-                out,
-                np.int64(rows),
-                np.int64(n),
-                np.int32(plan.warp_per_row),
-                np.int32(clip),
-            )
             kernel = self._kernel(_sources.DIVERGENCES, op, dtype)
-            kernel((plan.grid,), (plan.block,), args)
+            plan = self.row_plan(rows, n, split=True)
+            scratch, phases = self._phases(plan, rows, passes=PASSES.get(op, 1))
+            for phase, grid, block in phases:
+                args = (
+                    a,
+                    np.int64(a_stride),
+                    b,
+                    np.int64(b_stride),
+                    out,
+                    scratch,
+                    np.int64(rows),
+                    np.int64(n),
+                    np.int64(plan.splits),
+                    np.int64(plan.chunk),
+                    np.int32(phase),
+                    np.int32(plan.warp_per_row),
+                    np.int32(clip),
+                )
+                kernel((grid,), (block,), args)
         return xp.reshape(out, _layout.kept_shape(shape, axes, keepdims))
 
     def _map(self, op: str, p: Array, q: Array) -> Array:

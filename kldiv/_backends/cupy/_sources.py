@@ -19,11 +19,14 @@ SOURCES = (DIVERGENCES, LOSS)
 # The largest block the launcher makes, and every kernel's __launch_bounds__: at most 128
 # registers a thread, so that no kernel needs to spill (see docs/cuda.md for the counts).
 MAX_BLOCK_THREADS = 512
+# Bytes of one reduction state of a split row in the launcher's scratch buffer (the kernels
+# check that each state fits: kernels/rows.cuh).
+SLOT_BYTES = 64
 
 
 def defines() -> tuple[str, ...]:
     """``NAME=VALUE`` macros, as for ``-D``."""
-    return (f"KLDIV_MAX_BLOCK_THREADS={MAX_BLOCK_THREADS}",)
+    return (f"KLDIV_MAX_BLOCK_THREADS={MAX_BLOCK_THREADS}", f"KLDIV_SLOT_BYTES={SLOT_BYTES}")
 
 
 def headers_digest() -> str:

@@ -19,7 +19,9 @@ namespace kldiv {
 const int kWarpSize = 32;
 const unsigned kFullWarp = 0xffffffffu;
 
-// float16 and float32 are summed in float32, float64 in double.
+// The arithmetic type of each input dtype: float16 and float32 entries are computed in
+// float32, float64 in double. Every sum over a row is a `Wide` (double) whatever the input,
+// as on the NumPy path (its compiled kernels compute float32 terms and sum them in float64).
 template <class T>
 struct Accumulator {
   typedef float type;
@@ -28,6 +30,7 @@ template <>
 struct Accumulator<double> {
   typedef double type;
 };
+typedef double Wide;
 
 __device__ __forceinline__ float load(const float* p) { return *p; }
 __device__ __forceinline__ double load(const double* p) { return *p; }
@@ -48,27 +51,55 @@ __device__ __forceinline__ float expm1_of(float x) { return expm1f(x); }
 __device__ __forceinline__ double expm1_of(double x) { return expm1(x); }
 __device__ __forceinline__ float abs_of(float x) { return fabsf(x); }
 __device__ __forceinline__ double abs_of(double x) { return fabs(x); }
+__device__ __forceinline__ float sqrt_of(float x) { return sqrtf(x); }
+__device__ __forceinline__ double sqrt_of(double x) { return sqrt(x); }
 
+// The bits of +inf and of a quiet NaN, by type (no <math.h> macros under NVRTC).
 template <class A>
-__device__ __forceinline__ A infinity();
+struct Bits;
 template <>
-__device__ __forceinline__ float infinity<float>() {
-  return __builtin_bit_cast(float, 0x7f800000u);
+struct Bits<float> {
+  typedef unsigned int type;
+  static constexpr type kInfinity = 0x7f800000u, kQuietNan = 0x7fc00000u;
+};
+template <>
+struct Bits<double> {
+  typedef unsigned long long type;
+  static constexpr type kInfinity = 0x7ff0000000000000ull, kQuietNan = 0x7ff8000000000000ull;
+};
+template <class A>
+__device__ __forceinline__ A infinity() {
+  return __builtin_bit_cast(A, Bits<A>::kInfinity);
 }
-template <>
-__device__ __forceinline__ double infinity<double>() {
-  return __builtin_bit_cast(double, 0x7ff0000000000000ull);
+template <class A>
+__device__ __forceinline__ A quiet_nan() {
+  return __builtin_bit_cast(A, Bits<A>::kQuietNan);
 }
 
+// x - y as the nearest float and, in *err, its exact rounding error (Knuth's TwoSum).
 template <class A>
-__device__ __forceinline__ A quiet_nan();
-template <>
-__device__ __forceinline__ float quiet_nan<float>() {
-  return __builtin_bit_cast(float, 0x7fc00000u);
+__device__ __forceinline__ A two_diff(A x, A y, A* err) {
+  const A s = x - y;
+  const A y_part = s - x;
+  *err = (x - (s - y_part)) + (-y - y_part);
+  return s;
 }
-template <>
-__device__ __forceinline__ double quiet_nan<double>() {
-  return __builtin_bit_cast(double, 0x7ff8000000000000ull);
+
+// sum + *err += x, *err gaining the exact rounding error of sum + x (TwoSum).
+__device__ __forceinline__ void two_sum(Wide* sum, Wide* err, Wide x) {
+  const Wide s = *sum + x;
+  const Wide x_part = s - *sum;
+  *err += (*sum - (s - x_part)) + (x - x_part);
+  *sum = s;
+}
+
+// The polynomial c[0] + c[1]*x + ... + c[N-1]*x**(N-1), by Horner's rule.
+template <class A, int N>
+__device__ __forceinline__ A horner(A x, const A (&c)[N]) {
+  A r = c[N - 1];
+#pragma unroll
+  for (int k = N - 2; k >= 0; k--) r = r * x + c[k];
+  return r;
 }
 
 // A reduction state (TermSum, LogSumExp, LogitKl, the loss's TermsAndMass) is a plain struct:
