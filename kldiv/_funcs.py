@@ -12,7 +12,7 @@ from types import ModuleType
 
 import numpy as np
 
-from kldiv import _compat, _dispatch
+from kldiv import _compat, _conventions, _dispatch
 from kldiv import _validation as v
 from kldiv._table import DIVERGENCES, NORMALISED, Divergence
 from kldiv._typing import Array, Axis, Namespace
@@ -26,6 +26,10 @@ def _call(
     keepdims: bool = False,
     base: float | None = None,
     validate: bool = True,
+    reduction: str = "none",
+    weights: Array | None = None,
+    normalize: bool = False,
+    where: Array | None = None,
 ) -> Array:
     """Check the arguments of the function ``name`` of :mod:`kldiv._table`, run the
     implementation :mod:`kldiv._dispatch` picks, and finish its result.
@@ -126,6 +130,49 @@ def _short_or_call(
     return _call(name, arrays, axis=axis, keepdims=keepdims, base=base, validate=validate)
 
 
+def _with_options(
+    name: str,
+    arrays: tuple[object, ...],
+    axis: Axis,
+    keepdims: bool,
+    base: float | None,
+    validate: bool,
+    reduction: str,
+    weights: object,
+    normalize: bool,
+    where: object,
+) -> Array:
+    """``name`` with the options of :mod:`kldiv._conventions` where any is given, else the
+    plain call: by the short path where it takes it, else :func:`_call`."""
+    row = DIVERGENCES[name]
+    reduces = row.reduces
+    if _conventions.is_plain(reduction, weights, normalize, where):
+        if not reduces:
+            return _call(name, arrays, validate=validate)
+        if row.logits:  # the short path takes probabilities
+            return _call(name, arrays, axis=axis, keepdims=keepdims, base=base, validate=validate)
+        return _short_or_call(name, arrays, axis, keepdims, base, validate)
+
+    def plain(*xs: Array, axis: Axis = None, keepdims: bool = False) -> Array:
+        if not reduces:
+            return _call(name, xs, validate=validate)
+        return _call(name, xs, axis=axis, keepdims=keepdims, base=base, validate=validate)
+
+    return _as_array(
+        _conventions.divergence(
+            name,
+            arrays,
+            plain,
+            axis=axis,
+            keepdims=keepdims,
+            reduction=reduction,
+            weights=weights,
+            normalize=normalize,
+            where=where,
+        )
+    )
+
+
 def _as_array(x: Array) -> Array:
     """NumPy reduces a whole array to a scalar (``np.float64``); every other result is an
     array already, and passing it through ``asarray`` would make PyTorch warn about
@@ -133,7 +180,15 @@ def _as_array(x: Array) -> Array:
     return np.asarray(x) if isinstance(x, np.generic) else x
 
 
-def rel_entr(p: Array, q: Array, /, *, validate: bool = True) -> Array:
+def rel_entr(
+    p: Array,
+    q: Array,
+    *,
+    validate: bool = True,
+    reduction: str = "none",
+    weights: Array | None = None,
+    where: Array | None = None,
+) -> Array:
     """Elementwise relative entropy ``p * log(p / q)``, with the definition's conventions.
 
     Parameters
@@ -144,6 +199,14 @@ def rel_entr(p: Array, q: Array, /, *, validate: bool = True) -> Array:
         Check that no entry is negative, NaN or infinite (default). Where values cannot be
         read (Dask, JAX under tracing, ``torch.vmap``), and with ``validate=False``, such an
         entry gives NaN instead.
+    reduction : {"none", "sum", "mean", "batchmean"}, optional
+        The terms as they are (default), their sum, or their mean (``"mean"`` and
+        ``"batchmean"`` alike: every entry is a position), weighted by ``weights``.
+    weights : array, optional
+        A non-negative weight per entry, broadcast against the terms.
+    where : array of bool, optional
+        A mask broadcast against the inputs: a masked entry's term is 0, and it counts for
+        nothing in the means.
 
     Returns
     -------
@@ -170,18 +233,23 @@ def rel_entr(p: Array, q: Array, /, *, validate: bool = True) -> Array:
     >>> kldiv.rel_entr(np.array([0.0, 0.5, 0.5]), np.array([0.0, 0.25, 0.0]))
     array([0.        , 0.34657359,        inf])
     """
-    return _call("rel_entr", (p, q), validate=validate)
+    return _with_options(
+        "rel_entr", (p, q), None, False, None, validate, reduction, weights, False, where
+    )
 
 
 def kl_div(
     p: Array,
     q: Array,
-    /,
     *,
     axis: Axis = -1,
     keepdims: bool = False,
     base: float | None = None,
     validate: bool = True,
+    reduction: str = "none",
+    weights: Array | None = None,
+    normalize: bool = False,
+    where: Array | None = None,
 ) -> Array:
     """Kullback-Leibler divergence ``KL(p || q) = sum(p * log(p / q))`` along ``axis``.
 
@@ -204,12 +272,32 @@ def kl_div(
         Where values cannot be read (Dask, JAX under tracing, ``torch.vmap``, meta and fake
         tensors) nothing can raise: a row the checks would refuse gives NaN instead. Shape
         and dtype checks always run. Unchecked negative, NaN or infinite entries give NaN.
+    reduction : {"none", "sum", "mean", "batchmean"}, optional
+        ``"none"`` (default): one value per distribution. ``"sum"``: their sum.
+        ``"batchmean"``: their mean over every batch position (all axes but ``axis``; for
+        ``(B, T, V)`` inputs, over ``B*T``, where PyTorch's ``batchmean`` divides by ``B``
+        alone), weighted by ``weights``. ``"mean"``: PyTorch's ``mean``, the sum over the
+        number of elements, distribution axes included (``batchmean`` over ``n``).
+    weights : array, optional
+        A non-negative weight per batch position, broadcast against the result: the values
+        are multiplied by it, and ``batchmean`` is ``sum(w*kl)/sum(w)``.
+    normalize : bool, optional
+        Divide each distribution by its sum first, as ``scipy.stats.entropy`` does; integer
+        and boolean counts are then accepted, promoted to the library's default floating
+        dtype. Negative, NaN and infinite entries are still refused, and so is a
+        distribution summing to 0.
+    where : array of bool, optional
+        A mask broadcast against the inputs: a masked (False) entry contributes nothing
+        (a zero probability in both), and the checks see only the entries left. A
+        distribution masked entirely gives NaN, and counts for nothing in ``"sum"`` and the
+        means. The masked copies of the inputs take their size in memory.
 
     Returns
     -------
     array
         The divergences, in the result dtype of ``p`` and ``q``: ``+inf`` where some
-        ``p > 0`` meets ``q == 0``; entries with ``p == 0`` contribute nothing.
+        ``p > 0`` meets ``q == 0``; entries with ``p == 0`` contribute nothing. A 0-d array
+        for ``reduction`` other than ``"none"``.
 
     Raises
     ------
@@ -244,19 +332,30 @@ def kl_div(
     array([0.88995184, 1.08808468])
     >>> kldiv.kl_div(np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5]), base=2)
     array(1.)
+    >>> kldiv.kl_div(p, q, reduction="batchmean")
+    array(0.98901826)
+    >>> kldiv.kl_div(np.array([9, 8, 7]), np.array([1, 2, 3]), normalize=True)  # SciPy's
+    array(0.14689152)
+    >>> kldiv.kl_div(p, q, where=np.array([True, True, False]), normalize=True)
+    array([0.01097712, 1.1453523 ])
     """
-    return _short_or_call("kl_div", (p, q), axis, keepdims, base, validate)
+    return _with_options(
+        "kl_div", (p, q), axis, keepdims, base, validate, reduction, weights, normalize, where
+    )
 
 
 def kl_div_logits(
     a: Array,
     b: Array,
-    /,
     *,
     axis: Axis = -1,
     keepdims: bool = False,
     base: float | None = None,
     validate: bool = True,
+    reduction: str = "none",
+    weights: Array | None = None,
+    normalize: bool = False,
+    where: Array | None = None,
 ) -> Array:
     """``KL(softmax(a) || softmax(b))`` along ``axis``, computed in log space.
 
@@ -270,6 +369,9 @@ def kl_div_logits(
     validate : bool, optional
         Reject NaN and ``+inf`` entries and rows with no finite entry (default). Where values
         cannot be read, as in :func:`kl_div`, and with ``validate=False``, those give NaN.
+    reduction, weights, where
+        As in :func:`kl_div` (a masked logit is a zero probability, as ``-inf``).
+        ``normalize`` is refused: logits need no normalising.
 
     Returns
     -------
@@ -291,19 +393,31 @@ def kl_div_logits(
     >>> kldiv.kl_div_logits(a, b)
     array(0.6931472, dtype=float32)
     """
-    return _call(
-        "kl_div_logits", (a, b), axis=axis, keepdims=keepdims, base=base, validate=validate
+    return _with_options(
+        "kl_div_logits",
+        (a, b),
+        axis,
+        keepdims,
+        base,
+        validate,
+        reduction,
+        weights,
+        normalize,
+        where,
     )
 
 
 def entropy(
     p: Array,
-    /,
     *,
     axis: Axis = -1,
     keepdims: bool = False,
     base: float | None = None,
     validate: bool = True,
+    reduction: str = "none",
+    weights: Array | None = None,
+    normalize: bool = False,
+    where: Array | None = None,
 ) -> Array:
     """Shannon entropy ``H(p) = -sum(p * log(p))`` along ``axis``, with ``0*log(0) = 0``.
 
@@ -311,7 +425,7 @@ def entropy(
     ----------
     p : array
         Probability distributions along ``axis``.
-    axis, keepdims, base, validate
+    axis, keepdims, base, validate, reduction, weights, normalize, where
         As in :func:`kl_div`.
 
     Returns
@@ -326,18 +440,23 @@ def entropy(
     >>> kldiv.entropy(np.array([0.5, 0.25, 0.25, 0.0]), base=2)
     array(1.5)
     """
-    return _short_or_call("entropy", (p,), axis, keepdims, base, validate)
+    return _with_options(
+        "entropy", (p,), axis, keepdims, base, validate, reduction, weights, normalize, where
+    )
 
 
 def cross_entropy(
     p: Array,
     q: Array,
-    /,
     *,
     axis: Axis = -1,
     keepdims: bool = False,
     base: float | None = None,
     validate: bool = True,
+    reduction: str = "none",
+    weights: Array | None = None,
+    normalize: bool = False,
+    where: Array | None = None,
 ) -> Array:
     """Cross-entropy ``H(p, q) = -sum(p * log(q))`` along ``axis``.
 
@@ -348,7 +467,7 @@ def cross_entropy(
     ----------
     p, q : array
         Probability distributions along ``axis``, as in :func:`kl_div`.
-    axis, keepdims, base, validate
+    axis, keepdims, base, validate, reduction, weights, normalize, where
         As in :func:`kl_div`.
 
     Returns
@@ -363,18 +482,32 @@ def cross_entropy(
     >>> kldiv.cross_entropy(np.array([0.5, 0.5]), np.array([0.25, 0.75]), base=2)
     array(1.20751875)
     """
-    return _short_or_call("cross_entropy", (p, q), axis, keepdims, base, validate)
+    return _with_options(
+        "cross_entropy",
+        (p, q),
+        axis,
+        keepdims,
+        base,
+        validate,
+        reduction,
+        weights,
+        normalize,
+        where,
+    )
 
 
 def js_div(
     p: Array,
     q: Array,
-    /,
     *,
     axis: Axis = -1,
     keepdims: bool = False,
     base: float | None = None,
     validate: bool = True,
+    reduction: str = "none",
+    weights: Array | None = None,
+    normalize: bool = False,
+    where: Array | None = None,
 ) -> Array:
     """Jensen-Shannon divergence ``(KL(p || m) + KL(q || m)) / 2``, ``m = (p + q) / 2``.
 
@@ -385,7 +518,7 @@ def js_div(
     ----------
     p, q : array
         Probability distributions along ``axis``, as in :func:`kl_div`.
-    axis, keepdims, base, validate
+    axis, keepdims, base, validate, reduction, weights, normalize, where
         As in :func:`kl_div`.
 
     Returns
@@ -400,17 +533,22 @@ def js_div(
     >>> kldiv.js_div(np.array([1.0, 0.0]), np.array([0.0, 1.0]), base=2)
     array(1.)
     """
-    return _short_or_call("js_div", (p, q), axis, keepdims, base, validate)
+    return _with_options(
+        "js_div", (p, q), axis, keepdims, base, validate, reduction, weights, normalize, where
+    )
 
 
 def hellinger(
     p: Array,
     q: Array,
-    /,
     *,
     axis: Axis = -1,
     keepdims: bool = False,
     validate: bool = True,
+    reduction: str = "none",
+    weights: Array | None = None,
+    normalize: bool = False,
+    where: Array | None = None,
 ) -> Array:
     """Hellinger distance ``sqrt(sum((sqrt(p) - sqrt(q))**2) / 2)`` along ``axis``.
 
@@ -421,7 +559,7 @@ def hellinger(
     ----------
     p, q : array
         Probability distributions along ``axis``, as in :func:`kl_div`.
-    axis, keepdims, validate
+    axis, keepdims, validate, reduction, weights, normalize, where
         As in :func:`kl_div`.
 
     Returns
@@ -443,17 +581,22 @@ def hellinger(
     >>> kldiv.hellinger(np.array([0.5, 0.5]), np.array([0.5, 0.5]))
     array(0.)
     """
-    return _short_or_call("hellinger", (p, q), axis, keepdims, None, validate)
+    return _with_options(
+        "hellinger", (p, q), axis, keepdims, None, validate, reduction, weights, normalize, where
+    )
 
 
 def total_variation(
     p: Array,
     q: Array,
-    /,
     *,
     axis: Axis = -1,
     keepdims: bool = False,
     validate: bool = True,
+    reduction: str = "none",
+    weights: Array | None = None,
+    normalize: bool = False,
+    where: Array | None = None,
 ) -> Array:
     """Total variation distance ``sum(|p - q|) / 2`` along ``axis``.
 
@@ -464,7 +607,7 @@ def total_variation(
     ----------
     p, q : array
         Probability distributions along ``axis``, as in :func:`kl_div`.
-    axis, keepdims, validate
+    axis, keepdims, validate, reduction, weights, normalize, where
         As in :func:`kl_div`.
 
     Returns
@@ -479,7 +622,18 @@ def total_variation(
     >>> kldiv.total_variation(np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5]))
     array(0.5)
     """
-    return _short_or_call("total_variation", (p, q), axis, keepdims, None, validate)
+    return _with_options(
+        "total_variation",
+        (p, q),
+        axis,
+        keepdims,
+        None,
+        validate,
+        reduction,
+        weights,
+        normalize,
+        where,
+    )
 
 
 __all__ = [
