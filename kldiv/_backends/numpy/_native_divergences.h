@@ -2,26 +2,32 @@
  * included by _native_variant.h with KL_VARIANT and KL_ATTR (the variant), and KL_T,
  * KL_TYPE (f32 or f64, the suffix of _native_term.h's functions), KL_ROW_LANES and
  * KL_EXACT_DIFFS (the type) defined. Each divergence is one instantiation: its term and
- * whether its value adds sum(p - q) (KL_DIFFS, KL's alone). */
+ * whether its value adds sum(p - q) (KL_DIFFS, KL's alone), and whether it takes p alone
+ * (KL_UNARY, entropy's). */
 
 #define KL_DIFFS 1
+#define KL_UNARY 0
 #define KL_TERM KL_TYPED(kl_term)
 #define KL_MEASURE_TERM KL_TYPED(kl_measure_term)
 #define KL_REL_ENTR KL_TYPED(rel_entr_term)
 #define KL_FN(name) KL_NAME(name, KL_TYPED(kl), KL_VARIANT)
 #include "_native_row.h"
 #undef KL_DIFFS
+#undef KL_UNARY
 #undef KL_TERM
 #undef KL_MEASURE_TERM
 #undef KL_REL_ENTR
 #undef KL_FN
 
 #define KL_DIFFS 0
+#define KL_UNARY 1
 #define KL_TERM KL_TYPED(entropy_term)
 #define KL_FN(name) KL_NAME(name, KL_TYPED(entropy), KL_VARIANT)
 #include "_native_row.h"
 #undef KL_TERM
 #undef KL_FN
+#undef KL_UNARY
+#define KL_UNARY 0
 #define KL_TERM KL_TYPED(cross_term)
 #define KL_FN(name) KL_NAME(name, KL_TYPED(cross), KL_VARIANT)
 #include "_native_row.h"
@@ -43,3 +49,4 @@
 #undef KL_TERM
 #undef KL_FN
 #undef KL_DIFFS
+#undef KL_UNARY

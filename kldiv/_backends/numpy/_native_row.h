@@ -7,7 +7,9 @@
  *   KL_TERM       the divergence's element term, >= 0 for distributions (_native_term.h);
  *   KL_DIFFS      1 for KL, whose value is sum(t) + sum(p - q), else 0 (the value is sum(t)),
  *                 and with KL_DIFFS, KL_MEASURE_TERM for kl_measure_rows and KL_REL_ENTR for
- *                 kl_rel_entr_rows.
+ *                 kl_rel_entr_rows;
+ *   KL_UNARY      1 for a divergence of p alone (entropy: q is p again), whose sum of q is
+ *                 its sum of p, not summed twice.
  *
  * KL_FN(kl_rows) reduces `rows` rows of n elements, row r starting r*p_stride bytes after p
  * (and r*q_stride after q), to res[3r] = the divergence, res[3r + 1] = sum(p) and res[3r + 2]
@@ -86,8 +88,13 @@ KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q
     for (Py_ssize_t i = 0; i < m; i++) {
         t += (double)terms[i];
         sp += (double)p[i];
+#if !KL_UNARY
         sq += (double)q[i];
+#endif
     }
+#if KL_UNARY
+    sq = sp;
+#endif
     kl_neumaier(&acc[0], &acc[1], t);
 #if KL_DIFFS
     kl_neumaier(&acc[2], &acc[3], sp - sq);
@@ -104,8 +111,13 @@ KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q
     for (Py_ssize_t i = 0; i < m; i++) {
         t += terms[i];
         sp += p[i];
+#if !KL_UNARY
         sq += q[i];
+#endif
     }
+#if KL_UNARY
+    sq = sp;
+#endif
     kl_neumaier(&acc[0], &acc[1], t);
     acc[4] += sp;
     acc[5] += sq;
@@ -133,7 +145,9 @@ KL_ATTR static void KL_FN(kl_rows_lanes)(const char *p, Py_ssize_t p_stride, con
                 const KL_T y = *(const KL_T *)(qi + j * q_stride);
                 t[j] += (double)KL_TERM(x, y);
                 sp[j] += (double)x;
+#if !KL_UNARY
                 sq[j] += (double)y;
+#endif
 #if KL_DIFFS && !KL_EXACT_DIFFS
                 kl_two_sum(&d[j], &d_err[j], x - y);
 #endif
@@ -149,7 +163,7 @@ KL_ATTR static void KL_FN(kl_rows_lanes)(const char *p, Py_ssize_t p_stride, con
             out[0] = t[j] + (d[j] + d_err[j]);
 #endif
             out[1] = sp[j];
-            out[2] = sq[j];
+            out[2] = KL_UNARY ? sp[j] : sq[j];
         }
     }
 }
