@@ -68,6 +68,8 @@
 #define CHUNK 256
 /* float64 lanes the compiler maps onto vector registers in the float64 sums */
 #define KL_LANES 8
+/* float64 lanes of a float32 row's sums (_native_row.h's kl_sum): two AVX-512 vectors */
+#define KL_SUM_LANES 16
 
 #if defined(__GNUC__) || defined(__clang__)
 #define KL_INLINE inline __attribute__((always_inline))

@@ -18,10 +18,11 @@
  *
  * Each chunk of CHUNK elements goes through two vector loops: the terms t >= 0 into a small
  * array, then the float64 sums of t, of p, of q and of the differences p - q, lane by lane
- * (for float32 input sum(p - q) is sum(p) - sum(q), both exact; for float64 it is summed in
- * error-free TwoSum lanes). Chunk sums add into the row's with Neumaier's compensation, so a
- * row of a million elements keeps its digits. t and p - q are summed apart: their
- * cancellation is what the plain sum of p*log(p/q) loses near p == q.
+ * (for float32 input sum(p - q) is sum(p) - sum(q), both exact, in lanes kept for the whole
+ * row; for float64 it is summed in error-free TwoSum lanes, and the chunk sums add into the
+ * row's with Neumaier's compensation), so a row of a million elements keeps its digits. t and
+ * p - q are summed apart: their cancellation is what the plain sum of p*log(p/q) loses near
+ * p == q.
  * Rows shorter than a quarter chunk go one per vector lane instead (kl_rows_lanes). */
 
 /* The terms of m elements (NaN for one outside the fast domain). */
@@ -75,37 +76,71 @@ KL_ATTR static KL_INLINE void KL_FN(kl_lane_sums)(const KL_T *restrict p, const 
 
 #endif
 
-/* A long row's chunk into its accumulators: acc[0] + acc[1] = sum(t), acc[2] + acc[3] =
- * sum(p - q), acc[4] = sum(p), acc[5] = sum(q). */
+#if KL_EXACT_DIFFS
+/* float32 input: a row's accumulators are KL_SUM_LANES float64 lanes each of sum(t),
+ * sum(p) and sum(q), kept across the row's chunks and joined at its end (kl_total): one
+ * vector accumulator per sum would make every chunk's loop wait on the latency of its
+ * additions, and joining lanes per chunk costs as much again. p - q, sum(p) and sum(q) are
+ * exact in float64 but for rows spanning more than 2**21 in magnitude, so
+ * sum(p - q) = sum(p) - sum(q); the terms are >= 0, so their plain sum in float64 lanes is
+ * within 1e-11 of itself for a row of a million, far below a float32 rounding. */
+#define KL_ACC (3 * KL_SUM_LANES)
+
 KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q, Py_ssize_t m,
                                   const KL_T *restrict terms, double *acc)
 {
-#if KL_EXACT_DIFFS
-    /* float32 input: p - q, sum(p) and sum(q) are exact in float64 but for rows spanning
-     * more than 2**21 in magnitude, so sum(p - q) = sum(p) - sum(q) */
-    double t = 0.0, sp = 0.0, sq = 0.0;
-#pragma omp simd reduction(+ : t, sp, sq)
-    for (Py_ssize_t i = 0; i < m; i++) {
-        t += (double)terms[i];
-        sp += (double)p[i];
+    double *restrict t = acc, *restrict sp = acc + KL_SUM_LANES;
 #if !KL_UNARY
-        sq += (double)q[i];
+    double *restrict sq = acc + 2 * KL_SUM_LANES;
+#endif
+    Py_ssize_t i = 0;
+    for (; i + KL_SUM_LANES <= m; i += KL_SUM_LANES) {
+#pragma omp simd
+        for (int l = 0; l < KL_SUM_LANES; l++) {
+            t[l] += (double)terms[i + l];
+            sp[l] += (double)p[i + l];
+#if !KL_UNARY
+            sq[l] += (double)q[i + l];
+#endif
+        }
+    }
+    for (; i < m; i++) {
+        t[0] += (double)terms[i];
+        sp[0] += (double)p[i];
+#if !KL_UNARY
+        sq[0] += (double)q[i];
 #endif
     }
-#if KL_UNARY
-    sq = sp;
-#endif
-    kl_neumaier(&acc[0], &acc[1], t);
+}
+
+/* A row's value, sum(p) and sum(q) from its lanes, into out[0..2]. */
+static KL_INLINE void KL_FN(kl_total)(const double *acc, double *out)
+{
+    double t = 0.0, sp = 0.0, sq = 0.0;
+    for (int l = 0; l < KL_SUM_LANES; l++) {
+        t += acc[l];
+        sp += acc[KL_SUM_LANES + l];
+        sq += acc[2 * KL_SUM_LANES + l];
+    }
+    sq = KL_UNARY ? sp : sq;
+    out[0] = KL_DIFFS ? t + (sp - sq) : t;
+    out[1] = sp;
+    out[2] = sq;
+}
+
+#else
+/* float64 input: a long row's chunk into its accumulators: acc[0] + acc[1] = sum(t),
+ * acc[2] + acc[3] = sum(p - q), acc[4] = sum(p), acc[5] = sum(q). */
+#define KL_ACC 6
+
+KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q, Py_ssize_t m,
+                                  const KL_T *restrict terms, double *acc)
+{
 #if KL_DIFFS
-    kl_neumaier(&acc[2], &acc[3], sp - sq);
-#endif
-    acc[4] += sp;
-    acc[5] += sq;
-#elif KL_DIFFS
-    /* float64 input: the differences p - q in TwoSum lanes */
+    /* the differences p - q in TwoSum lanes */
     KL_FN(kl_lane_sums)(p, q, m, terms, NULL, acc);
 #else
-    /* float64 terms of one sign: plain lanes, the chunks joined with compensation */
+    /* terms of one sign: plain lanes, the chunks joined with compensation */
     double t = 0.0, sp = 0.0, sq = 0.0;
 #pragma omp simd reduction(+ : t, sp, sq)
     for (Py_ssize_t i = 0; i < m; i++) {
@@ -123,6 +158,14 @@ KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q
     acc[5] += sq;
 #endif
 }
+
+static KL_INLINE void KL_FN(kl_total)(const double *acc, double *out)
+{
+    out[0] = acc[0] + (acc[2] + (acc[1] + acc[3]));
+    out[1] = acc[4];
+    out[2] = acc[5];
+}
+#endif
 
 /* Short rows, one row per vector lane: KL_ROW_LANES rows at a time, column by column (the
  * loads are strided, gathers), so that each row's sums stay in its own lane and no row is
@@ -185,16 +228,13 @@ KL_ATTR static void KL_FN(kl_rows)(const char *p, Py_ssize_t p_stride, const cha
     for (Py_ssize_t r = 0; r < rows; r++) {
         const KL_T *pr = (const KL_T *)(p + r * p_stride);
         const KL_T *qr = (const KL_T *)(q + r * q_stride);
-        double acc[6] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+        double acc[KL_ACC] = {0.0};
         for (Py_ssize_t start = 0; start < n; start += CHUNK) {
             const Py_ssize_t m = n - start < CHUNK ? n - start : CHUNK;
             KL_FN(kl_chunk)(pr + start, qr + start, m, terms);
             KL_FN(kl_sum)(pr + start, qr + start, m, terms, acc);
         }
-        double *out = res + 3 * r;
-        out[0] = acc[0] + (acc[2] + (acc[1] + acc[3]));
-        out[1] = acc[4];
-        out[2] = acc[5];
+        KL_FN(kl_total)(acc, res + 3 * r);
     }
 }
 
@@ -261,3 +301,5 @@ KL_ATTR static Py_ssize_t KL_FN(kl_rel_entr_rows)(const char *p, Py_ssize_t p_st
     return lost;
 }
 #endif
+
+#undef KL_ACC
