@@ -90,7 +90,9 @@ KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q
                                   const KL_T *restrict terms, double *acc)
 {
     double *restrict t = acc, *restrict sp = acc + KL_SUM_LANES;
-#if !KL_UNARY
+#if KL_UNARY
+    (void)q; /* q is p again */
+#else
     double *restrict sq = acc + 2 * KL_SUM_LANES;
 #endif
     Py_ssize_t i = 0;
@@ -151,6 +153,7 @@ KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q
 #endif
     }
 #if KL_UNARY
+    (void)q; /* q is p again */
     sq = sp;
 #endif
     kl_neumaier(&acc[0], &acc[1], t);
