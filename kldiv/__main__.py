@@ -1,3 +1,5 @@
+"""``python -m kldiv``: the ``kldiv`` command."""
+
 import sys
 
 from kldiv.cli import main
