@@ -519,24 +519,27 @@ def test_a_csv_of_3_dimensions_is_refused(tmp_path):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX resource limits")
 def test_a_failed_output_write_leaves_no_partial_file(tmp_path):
-    import resource
-
     # A 1000-byte file size limit: the 16000-byte .npy fails with EFBIG (Python ignores
-    # SIGXFSZ), whatever the user's permissions, root included.
+    # SIGXFSZ), whatever the user's permissions, root included. The limit is set in the child
+    # before it runs the command (a preexec_fn would fork this process, which JAX, imported
+    # by other tests, warns against).
     np.save(tmp_path / "p.npy", np.full((2000, 2), 0.5))
     target = tmp_path / "out.npy"
     target.write_bytes(b"the old file")
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
-
-    out = _run(
-        "compute",
-        str(tmp_path / "p.npy"),
-        str(tmp_path / "p.npy"),
-        "-o",
-        str(target),
-        preexec_fn=limit,
+    args = ["compute", str(tmp_path / "p.npy"), str(tmp_path / "p.npy"), "-o", str(target)]
+    limited = (
+        "import resource, runpy, sys; "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000)); "
+        f"sys.argv = ['kldiv', *{args!r}]; "
+        "runpy.run_module('kldiv', run_name='__main__')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", limited],
+        cwd=ROOT,
+        text=True,
+        timeout=120,
+        check=False,
+        capture_output=True,
     )
     _assert_one_line_error(out, f"cannot write {str(target)!r}", "File too large")
     assert target.read_bytes() == b"the old file"
