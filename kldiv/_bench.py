@@ -226,13 +226,10 @@ def pyplot() -> ModuleType | None:
     """``matplotlib.pyplot`` on the Agg backend (files only, no display), or None where
     matplotlib is not installed (the ``plot`` extra)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        importlib.import_module("matplotlib").use("Agg")
+        return importlib.import_module("matplotlib.pyplot")
     except ImportError:
         return None
-    return plt
 
 
 def draw(plt: Any, results: list[Result], path: str) -> None:
