@@ -63,10 +63,16 @@ def divergence(
         what = "logits" if row.logits else "elementwise terms"
         msg = f"normalize=True divides distributions by their sums; {name} takes {what}"
         raise TypeError(msg)
-    names = row.inputs if where is None else (*row.inputs, "where")
-    given = tuple(arrays) if where is None else (*arrays, where)
+    # a mask that is no array (a list of bools) is made one apart, so that it keeps its dtype
+    # rather than taking the inputs' floating one
+    as_array = where is not None and _compat.is_array_api_obj(where)
+    names = (*row.inputs, "where") if as_array else row.inputs
+    given = (*arrays, where) if as_array else tuple(arrays)
     xp, converted = _namespace(names, given, promote=normalize)
-    shape = v.broadcast_shape(names, [tuple(x.shape) for x in converted])
+    if where is not None and not as_array:
+        converted.append(xp.asarray(where, device=_compat.device(converted[0])))
+    shapes = [tuple(x.shape) for x in converted]
+    shape = v.broadcast_shape((*row.inputs, "where")[: len(shapes)], shapes)
     mask = None if where is None else _mask(converted.pop(), shape, xp)
     axes = v.normalize_axis(axis, len(shape), name) if row.reduces else ()
     dead = None  # the distributions masked entirely

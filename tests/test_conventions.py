@@ -179,6 +179,8 @@ def test_where_of_elementwise_terms_and_bad_masks():
     assert got == pytest.approx(scipy.special.rel_entr(p, q)[mask].mean(), rel=1e-14)
     with pytest.raises(TypeError, match="where must be a boolean mask"):
         kldiv.kl_div(p, q, where=np.ones((2, 3)))
+    listed = kldiv.rel_entr(p, q, where=mask.tolist())  # a list of bools is a mask too
+    np.testing.assert_array_equal(listed, kldiv.rel_entr(p, q, where=mask))
     with pytest.raises(ValueError, match="do not broadcast"):
         kldiv.kl_div(p, q, where=np.ones((3, 3), dtype=bool))
 
