@@ -41,6 +41,26 @@ KL_ATTR static KL_INLINE double KL_NAME(kl_logit_exps, KL_TYPE, KL_VARIANT)(
     return sum_b;
 }
 
+/* kl_logit_exps over a whole row, a chunk at a time (chunk <= n): sum(exp_b) and, in
+ * *sum_diff_out, sum(exp_a - exp_b); the scratch holds the last chunk's exponentials. The
+ * logits kernel's second pass, and the loss kernel's with a softmaxed target. */
+KL_ATTR static KL_INLINE double KL_NAME(kl_logit_sums, KL_TYPE, KL_VARIANT)(
+    const KL_T *restrict ar, KL_T peak_a, const KL_T *restrict br, KL_T peak_b, Py_ssize_t n,
+    Py_ssize_t chunk, KL_T *restrict exp_a, KL_T *restrict exp_b, KL_T *restrict delta,
+    double *sum_diff_out)
+{
+    double sum_b = 0.0, sum_diff = 0.0;
+    for (Py_ssize_t start = 0; start < n; start += chunk) {
+        const Py_ssize_t m = n - start < chunk ? n - start : chunk;
+        double part_diff;
+        sum_b += KL_NAME(kl_logit_exps, KL_TYPE, KL_VARIANT)(
+            ar + start, peak_a, br + start, peak_b, m, exp_a, exp_b, delta, &part_diff);
+        sum_diff += part_diff;
+    }
+    *sum_diff_out = sum_diff;
+    return sum_b;
+}
+
 KL_ATTR static void KL_NAME(kl_logit_rows, KL_TYPE, KL_VARIANT)(
     const char *a, Py_ssize_t a_stride, const char *b, Py_ssize_t b_stride, Py_ssize_t rows,
     Py_ssize_t n, Py_ssize_t chunk, void *scratch, void *res, char res_kind)
@@ -64,14 +84,9 @@ KL_ATTR static void KL_NAME(kl_logit_rows, KL_TYPE, KL_VARIANT)(
             kl_store(res, res_kind, r, (double)NAN);
             continue;
         }
-        double sum_b = 0.0, sum_diff = 0.0;
-        for (Py_ssize_t start = 0; start < n; start += chunk) {
-            const Py_ssize_t m = n - start < chunk ? n - start : chunk;
-            double part_diff;
-            sum_b += KL_NAME(kl_logit_exps, KL_TYPE, KL_VARIANT)(
-                ar + start, peak_a, br + start, peak_b, m, exp_a, exp_b, delta, &part_diff);
-            sum_diff += part_diff;
-        }
+        double sum_diff;
+        const double sum_b = KL_NAME(kl_logit_sums, KL_TYPE, KL_VARIANT)(
+            ar, peak_a, br, peak_b, n, chunk, exp_a, exp_b, delta, &sum_diff);
         /* log p - log q = delta - log(sum_a/sum_b) */
         const double shift = log1p(sum_diff / sum_b);
         const KL_T shift_hi = (KL_T)shift, shift_lo = (KL_T)(shift - (double)shift_hi);

@@ -78,14 +78,9 @@ KL_ATTR static int KL_NAME(kl_loss_rows, f32, KL_VARIANT)(
         double total = 0.0;
         if (norm_target) {
             /* as kl_logit_rows, a = target and b = pred */
-            double sum_s = 0.0, sum_diff = 0.0;
-            for (Py_ssize_t start = 0; start < n; start += chunk) {
-                const Py_ssize_t m = n - start < chunk ? n - start : chunk;
-                double part_diff;
-                sum_s += KL_NAME(kl_logit_exps, f32, KL_VARIANT)(
-                    yr + start, peak_y, br + start, peak_b, m, exp_y, exp_s, delta, &part_diff);
-                sum_diff += part_diff;
-            }
+            double sum_diff;
+            const double sum_s = KL_NAME(kl_logit_sums, f32, KL_VARIANT)(
+                yr, peak_y, br, peak_b, n, chunk, exp_y, exp_s, delta, &sum_diff);
             const double shift = log1p(sum_diff / sum_s);
             const float shift_hi = (float)shift, shift_lo = (float)(shift - (double)shift_hi);
             const float scale_y = (float)(1.0 / (sum_s + sum_diff));
