@@ -109,7 +109,8 @@ static const double kl_inv_factorial[20] = {1.0,
                                             1.0 / 6402373705728000.0,
                                             1.0 / 121645100408832000.0};
 
-/* The element terms, once per element type (_native_term.h says what each macro is). */
+/* The element terms, once per element type (_native_term.h says what each macro is, and
+ * undefines them all at its end). */
 #define KL_T float
 #define KL_BITS_T uint32_t
 #define KL_TN(name) name##_f32
@@ -130,25 +131,6 @@ static const double kl_inv_factorial[20] = {1.0,
 #define KL_EXPM1_TERMS 9
 #define KL_PHI_TERMS 11
 #include "_native_term.h"
-#undef KL_T
-#undef KL_BITS_T
-#undef KL_TN
-#undef KL_MANT_BITS
-#undef KL_EXP_MAGIC
-#undef KL_MIN
-#undef KL_POLY_TERMS
-#undef KL_SQRT2
-#undef KL_LN2_HI
-#undef KL_LN2_LO
-#undef KL_SQRT
-#undef KL_FABS
-#undef KL_MAX
-#undef KL_LOG2E
-#undef KL_EXP_MIN
-#undef KL_EXP_SHIFTER
-#undef KL_EXP_DEGREE
-#undef KL_EXPM1_TERMS
-#undef KL_PHI_TERMS
 
 #define KL_T double
 #define KL_BITS_T uint64_t
@@ -170,25 +152,6 @@ static const double kl_inv_factorial[20] = {1.0,
 #define KL_EXPM1_TERMS 16
 #define KL_PHI_TERMS 17
 #include "_native_term.h"
-#undef KL_T
-#undef KL_BITS_T
-#undef KL_TN
-#undef KL_MANT_BITS
-#undef KL_EXP_MAGIC
-#undef KL_MIN
-#undef KL_POLY_TERMS
-#undef KL_SQRT2
-#undef KL_LN2_HI
-#undef KL_LN2_LO
-#undef KL_SQRT
-#undef KL_FABS
-#undef KL_MAX
-#undef KL_LOG2E
-#undef KL_EXP_MIN
-#undef KL_EXP_SHIFTER
-#undef KL_EXP_DEGREE
-#undef KL_EXPM1_TERMS
-#undef KL_PHI_TERMS
 
 /* sum + err += x, with err gaining the exact rounding error of sum + x (Knuth's TwoSum, no
  * branch, so it vectorises). */

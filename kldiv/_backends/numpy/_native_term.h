@@ -14,7 +14,8 @@
  *   KL_EXP_DEGREE, KL_EXPM1_TERMS, KL_PHI_TERMS  the Taylor terms each type's precision
  *                     needs in the logits' exp, expm1 and phi (kl_inv_factorial's 1/k!).
  * C has no templates; a header included once per type keeps one definition of each term
- * (C++ would need a C++ compiler at install for one function of each kind). */
+ * (C++ would need a C++ compiler at install for one function of each kind). It undefines
+ * these macros at its end, ready for the next type. */
 
 static KL_INLINE KL_T KL_TN(kl_from_bits)(KL_BITS_T b)
 {
@@ -265,3 +266,23 @@ static KL_INLINE KL_T KL_TN(kl_logit_term)(KL_T p, KL_T q, KL_T d)
     const KL_T far = p * (d - (KL_T)1) + q;
     return (d <= (KL_T)1) & (d >= (KL_T)-1) ? near : far;
 }
+
+#undef KL_T
+#undef KL_BITS_T
+#undef KL_TN
+#undef KL_MANT_BITS
+#undef KL_EXP_MAGIC
+#undef KL_MIN
+#undef KL_POLY_TERMS
+#undef KL_SQRT2
+#undef KL_LN2_HI
+#undef KL_LN2_LO
+#undef KL_SQRT
+#undef KL_FABS
+#undef KL_MAX
+#undef KL_LOG2E
+#undef KL_EXP_MIN
+#undef KL_EXP_SHIFTER
+#undef KL_EXP_DEGREE
+#undef KL_EXPM1_TERMS
+#undef KL_PHI_TERMS
