@@ -64,14 +64,8 @@ def fuses(*checks: str) -> Callable[[F], F]:
 
 
 def generic(name: str) -> Implementation:
-    """The generic array-API implementation of ``name``: it fuses no check. A name the
-    generic code lacks (a fast path's extra, see :func:`fast_path`) has a stand-in that
-    declines every call."""
-    return Implementation(getattr(_agnostic, name, _declined), frozenset())
-
-
-def _declined(*arrays: Any, **options: Any) -> Any:
-    return NotImplemented
+    """The generic array-API implementation of ``name``: it fuses no check."""
+    return Implementation(getattr(_agnostic, name), frozenset())
 
 
 # Keyed by the namespace's name: a dict of strings, which torch.compile traces as constants.
@@ -87,11 +81,22 @@ def implementation(name: str, xp: Namespace) -> Implementation:
     return found
 
 
+# fast_path's answers, keyed as _cache
+_fast: dict[tuple[str, str], Callable[..., Any] | None] = {}
+
+
 def fast_path(name: str, xp: Namespace) -> Callable[..., Any] | None:
     """The fast path's own ``name`` for namespace ``xp``, or None where it has none: for a
-    function that only some libraries have a faster route to (the loss against labels)."""
-    func = implementation(name, xp).func
-    return None if func is generic(name).func else func
+    function that only some libraries have a faster route to and the generic code has not
+    (the loss against labels)."""
+    key = (name, xp.__name__)
+    if key not in _fast:
+        _fast[key] = None
+        for matches, module_name in _FAST_PATHS:
+            if matches(xp):
+                _fast[key] = getattr(importlib.import_module(module_name), name, None)
+                break
+    return _fast[key]
 
 
 def run(name: str, xp: Namespace, *arrays: Any, **options: Any) -> Any:
