@@ -167,6 +167,19 @@ class _Guard:
         return out
 
 
+def _checked(
+    par: _Params, names: Sequence[str], positive: Sequence[str]
+) -> tuple[_Guard, list[Array]]:
+    """A guard for the checks of the parameters ``par`` (named ``names``), and their arrays
+    with those named in ``positive`` checked to be > 0, in order."""
+    guard = _Guard(par.xp)
+    values = [
+        guard.positive(name, x, readable) if name in positive else x
+        for name, x, readable in zip(names, par.arrays, par.readable, strict=True)
+    ]
+    return guard, values
+
+
 def _finish(out: Array, p: _Params, guard: _Guard) -> Array:
     """``out`` with NaN where an unread check failed, in the result dtype, as an array."""
     return _funcs._as_array(p.xp.astype(guard.nan_where_bad(out), p.dtype))
@@ -331,11 +344,8 @@ def normal(loc_p: Array, scale_p: Array, loc_q: Array, scale_q: Array, /) -> Arr
     """
     names = ("loc_p", "scale_p", "loc_q", "scale_q")
     p = _params(names, (loc_p, scale_p, loc_q, scale_q))
-    xp, guard = p.xp, _Guard(p.xp)
-    mp, sp, mq, sq = p.arrays
-    sp = guard.positive("scale_p", sp, p.readable[1])
-    sq = guard.positive("scale_q", sq, p.readable[3])
-    return _finish(_normal_terms(mp, sp, mq, sq, xp), p, guard)
+    guard, (mp, sp, mq, sq) = _checked(p, names, ("scale_p", "scale_q"))
+    return _finish(_normal_terms(mp, sp, mq, sq, p.xp), p, guard)
 
 
 def _normal_terms(mp: Array, sp: Array, mq: Array, sq: Array, xp: Namespace) -> Array:
@@ -451,10 +461,8 @@ def mvn_diag(
     """
     names = ("loc_p", "scale_p", "loc_q", "scale_q")
     p = _params(names, (loc_p, scale_p, loc_q, scale_q))
-    xp, guard = p.xp, _Guard(p.xp)
-    mp, sp, mq, sq = p.arrays
-    sp = guard.positive("scale_p", sp, p.readable[1])
-    sq = guard.positive("scale_q", sq, p.readable[3])
+    guard, (mp, sp, mq, sq) = _checked(p, names, ("scale_p", "scale_q"))
+    xp = p.xp
     terms = guard.nan_where_bad(_normal_terms(mp, sp, mq, sq, xp))
     return _finish(_sum(terms, axis, keepdims, "mvn_diag", xp), p, guard)
 
@@ -846,10 +854,10 @@ def poisson(rate_p: Array, rate_q: Array, /) -> Array:
     >>> distributions.poisson(2.0, 1.0)
     array(0.38629436)
     """
-    par = _params(("rate_p", "rate_q"), (rate_p, rate_q))
-    xp, guard = par.xp, _Guard(par.xp)
-    a = guard.positive("rate_p", par.arrays[0], par.readable[0])
-    b = guard.positive("rate_q", par.arrays[1], par.readable[1])
+    names = ("rate_p", "rate_q")
+    par = _params(names, (rate_p, rate_q))
+    guard, (a, b) = _checked(par, names, names)
+    xp = par.xp
     return _finish(_entr_term(a, b, xp.log(a), xp.log(b), a - b, xp), par, guard)
 
 
@@ -871,10 +879,10 @@ def exponential(rate_p: Array, rate_q: Array, /) -> Array:
     >>> distributions.exponential(1.0, 2.0)
     array(0.30685282)
     """
-    par = _params(("rate_p", "rate_q"), (rate_p, rate_q))
-    xp, guard = par.xp, _Guard(par.xp)
-    a = guard.positive("rate_p", par.arrays[0], par.readable[0])
-    b = guard.positive("rate_q", par.arrays[1], par.readable[1])
+    names = ("rate_p", "rate_q")
+    par = _params(names, (rate_p, rate_q))
+    guard, (a, b) = _checked(par, names, names)
+    xp = par.xp
     return _finish(_expm1_minus(_log_ratio(b, a, xp), xp), par, guard)
 
 
@@ -899,10 +907,8 @@ def laplace(loc_p: Array, scale_p: Array, loc_q: Array, scale_q: Array, /) -> Ar
     """
     names = ("loc_p", "scale_p", "loc_q", "scale_q")
     par = _params(names, (loc_p, scale_p, loc_q, scale_q))
-    xp, guard = par.xp, _Guard(par.xp)
-    mp, sp, mq, sq = par.arrays
-    sp = guard.positive("scale_p", sp, par.readable[1])
-    sq = guard.positive("scale_q", sq, par.readable[3])
+    guard, (mp, sp, mq, sq) = _checked(par, names, ("scale_p", "scale_q"))
+    xp = par.xp
     t = _log_ratio(sp, sq, xp)
     x = xp.abs(mp - mq) / sp
     out = _expm1_minus(t, xp) + xp.exp(t) * _expm1_minus(-x, xp)
@@ -1075,11 +1081,9 @@ def gamma(concentration_p: Array, rate_p: Array, concentration_q: Array, rate_q:
     """
     names = ("concentration_p", "rate_p", "concentration_q", "rate_q")
     par = _params(names, (concentration_p, rate_p, concentration_q, rate_q))
-    xp, guard = par.xp, _Guard(par.xp)
+    xp = par.xp
     sp = _special(xp, "gamma")
-    ap, bp, aq, bq = (
-        guard.positive(n, x, r) for n, x, r in zip(names, par.arrays, par.readable, strict=True)
-    )
+    guard, (ap, bp, aq, bq) = _checked(par, names, names)
     u = _log_ratio(bq, bp, xp)
     out = _lgamma_bregman(aq, ap, sp, xp) + aq * _expm1_minus(u, xp) + (ap - aq) * xp.expm1(u)
     return _finish(out, par, guard)
@@ -1105,11 +1109,9 @@ def beta(alpha_p: Array, beta_p: Array, alpha_q: Array, beta_q: Array, /) -> Arr
     """
     names = ("alpha_p", "beta_p", "alpha_q", "beta_q")
     par = _params(names, (alpha_p, beta_p, alpha_q, beta_q))
-    xp, guard = par.xp, _Guard(par.xp)
+    xp = par.xp
     sp = _special(xp, "beta")
-    ap, bp, aq, bq = (
-        guard.positive(n, x, r) for n, x, r in zip(names, par.arrays, par.readable, strict=True)
-    )
+    guard, (ap, bp, aq, bq) = _checked(par, names, names)
     out = (
         _lgamma_bregman(aq, ap, sp, xp)
         + _lgamma_bregman(bq, bp, sp, xp)
