@@ -36,7 +36,8 @@ PyTorch ``F.kl_div(q.log(), p, reduction="none").sum(-1)`` on ``torch.from_numpy
 before timing, at PyTorch's default thread count (NumPy runs on one thread); ``jax_jit``, the
 jitted ``jnp.sum(p * jnp.log(p / q), -1)`` on JAX arrays made before timing (the user's other
 fast choice on a CPU; it checks nothing, and keeps fewer digits for near-identical rows),
-where JAX is installed; and two floors:
+where JAX is installed, with ``jax_enable_x64`` on so that W2 is computed in float64 as the
+other sides compute it; and two floors:
 
 * ``floor_log``: ``np.log(p, out=buf)`` into a preallocated buffer, one transcendental
   pass over one input: what any exact KL must at least pay.
@@ -223,7 +224,11 @@ def jax_side(expression: Callable[..., Any], *arrays: np.ndarray) -> dict[str, S
         import jax.numpy as jnp
     except ImportError:
         return {}
+    # float64 arrays stay float64 only with x64 on (else JAX silently computes W2 in
+    # float32); float32 arrays and Python scalars stay float32 either way
+    jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
     on_jax = [jnp.asarray(x) for x in arrays]
+    assert all(a.dtype == x.dtype for a, x in zip(on_jax, arrays, strict=True))
     jitted = jax.jit(lambda *xs: expression(jnp, *xs))
     return {"jax_jit": lambda: jitted(*on_jax).block_until_ready()}
 
