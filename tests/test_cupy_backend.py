@@ -32,13 +32,13 @@ from kldiv._backends.cupy._launcher import DeviceProperties, Launcher
 
 # Small enough that the tests cross every boundary at small sizes: 128-thread blocks (a row
 # of 700 is longer than a block), 4 blocks resident (grid-stride loops take the rest of the
-# rows), 4 KiB of shared memory (a float32 row of 1000 is too long to cache: the loss's
-# two-pass path).
+# rows), 5 KiB of shared memory, 3 KiB of it past the loss's static buffers (a float32 row
+# of 1000 is too long to cache: the loss's two-pass path).
 TEST_DEVICE = DeviceProperties(
     multiprocessors=2,
     max_threads_per_block=128,
     max_threads_per_multiprocessor=256,
-    shared_memory_per_block=4096,
+    shared_memory_per_block=5 * 1024,
 )
 # Real ones, for the launch sizes alone (an A100's and an H200's figures).
 A100 = DeviceProperties(
@@ -578,7 +578,7 @@ def test_loss_plans_cache_rows_that_fit():
     launcher = Launcher(lambda source: None, np, A100)
     assert launcher.loss_plan(rows=4096, k=1000, row_bytes=8000).shared_mem == 8000
     assert launcher.loss_plan(rows=4096, k=6000, row_bytes=96000).shared_mem == 0
-    # Eight 4 KiB warp rows fit in 47 KiB; on the test device (3 KiB) not even one does.
+    # Eight 4 KiB warp rows fit in 46 KiB; on the test device (3 KiB) not even one does.
     assert launcher.loss_plan(rows=100, k=256, row_bytes=4096).shared_mem == 8 * 4096
     small = Launcher(lambda source: None, np, TEST_DEVICE)
     assert small.loss_plan(rows=100, k=256, row_bytes=4096).shared_mem == 0
@@ -853,3 +853,64 @@ def test_near_identical_rows_against_mpmath(engine, monkeypatch, case, dtype):
     assert error <= NEAR_BOUND[dtype], (error, cpu_error)
     assert error <= max(2 * cpu_error, 4 * EPS[dtype]), (error, cpu_error)
     assert 100 * error <= naive_error, (error, naive_error)
+
+
+LOSS_NEAR_CASES = {
+    # name: (norm_target, KL, shape, split)
+    "target 1e-9": (False, 1e-9, (6, 1000), False),
+    "target 1e-6": (False, 1e-6, (6, 1000), False),
+    "target 1e-9, cached rows": (False, 1e-9, (6, 300), False),
+    "target 1e-9, split rows": (False, 1e-9, (2, 2000), True),
+    "softmax target 1e-10": (True, 1e-10, (6, 1000), False),
+    "softmax target 1e-9, split rows": (True, 1e-9, (2, 2000), True),
+}
+
+
+def mp_loss(pred, target, norm_target):
+    """The 50-digit error sum of the KLDivergence loss (what the backend returns; the class
+    divides it by the rows): the sum over rows of sum(y*(log(y) - log(s))), s = softmax(pred),
+    y the target or its softmax."""
+    total = mpmath.mpf(0)
+    for br, yr in zip(_mp(pred), _mp(target), strict=True):
+        lse_b = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in br))
+        if norm_target:
+            lse_y = mpmath.log(mpmath.fsum(mpmath.exp(t) for t in yr))
+            log_y = [t - lse_y for t in yr]
+        else:
+            log_y = [mpmath.log(y) if y > 0 else None for y in yr]
+        total += mpmath.fsum(
+            mpmath.exp(ly) * (ly - (x - lse_b))
+            for ly, x in zip(log_y, br, strict=True)
+            if ly is not None
+        )
+    return float(total)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", LOSS_NEAR_CASES)
+def test_near_identical_loss_against_mpmath(engine, monkeypatch, case, dtype):
+    """The loss of a pred near its target: its terms are s*phi(d) >= 0, d = log(y/s) formed
+    in float64 for float32 input (as the NumPy path's float32 kernel forms it), so the error
+    is exact to the dtype's rounding against 50 digits, as near as the NumPy path's within a
+    factor 2, and never below 0."""
+    norm_target, kl, shape, split = LOSS_NEAR_CASES[case]
+    if split:
+        monkeypatch.setattr(_launcher, "SPLIT_MIN_ENTRIES", 256)
+    rng = np.random.default_rng(17)
+    if norm_target:
+        target, pred = logit_pair(rng, shape, kl, dtype, shift=2.0)
+    else:  # target a distribution of mass 1 exactly, pred the logarithm of one near it
+        target, q = near_identical(rng, shape, kl, dtype)
+        pred = (np.log(q.astype(np.float64)) + 5.0).astype(dtype)
+    reference = mp_loss(pred, target, norm_target)
+    assert kl / 10 < reference / shape[0] < kl * 10
+    error, _ = engine("softmax_kl_loss", pred, target, norm_target=norm_target)
+    if split and isinstance(engine, SimEngine):
+        assert len(engine.launches) > 1  # the rows were split
+    got = float(error)
+    cpu_error, _ = kldiv.softmax_kl_loss(pred, target, norm_target=norm_target)
+    cpu = abs(float(cpu_error) - reference) / reference
+    relative = abs(got - reference) / reference
+    assert got >= 0
+    assert relative <= NEAR_BOUND[dtype], (relative, cpu)
+    assert relative <= max(2 * cpu, 4 * EPS[dtype]), (relative, cpu)

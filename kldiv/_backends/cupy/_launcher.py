@@ -36,9 +36,10 @@ ROWS_BLOCK_THREADS = 256
 ENTRIES_PER_THREAD = 8
 # Shared memory a launch may use without opting in to more, on every GPU since Kepler.
 LAUNCH_SHARED_MEMORY = 48 * 1024
-# The loss kernel's static shared memory (per-warp states) stays under this (ptxas reports
-# 512 bytes for float64); the rest of the launch's shared memory can cache rows.
-LOSS_STATIC_SHARED = 1024
+# The loss kernel's static shared memory (per-warp states of its four reductions) stays under
+# this (ptxas reports 1664 bytes for float64); the rest of the launch's shared memory can
+# cache rows.
+LOSS_STATIC_SHARED = 2048
 # A row is split across blocks only while the rows are too few to fill the device with a block
 # each, and never into spans of fewer entries than this: a split costs a scratch slot per span
 # and a finish launch, worth it only for a span that takes a block a while.

@@ -124,6 +124,14 @@ __device__ __forceinline__ Wide reciprocal_near_one(Wide x) {
   return r;
 }
 
+// phi(d)/d**2 = 1 - (1 - d)*P(d), P(d) = (expm1(d) - d)/d**2 by its series, for |d| <= 1:
+// q*d**2 times it is q*phi(d) = p*log(p/q) - (p - q) >= 0 for p = q*e**d, with q a factor
+// alone, so that a near-identical pair keeps its digits. LogitTerms' and the loss's term.
+template <class A>
+__device__ __forceinline__ A phi_over_square(A d) {
+  return A(1) - (A(1) - d) * Series<A>::expm1_tail(d);
+}
+
 // What pass 2 needs of pass 1's norms: the maxima, the logarithms of the sums, and
 // c = log(sum_a) - log(sum_b).
 template <class A>
@@ -142,12 +150,14 @@ struct LogitTerms {
     s.flags = 0;
     return s;
   }
-  // The entry (a, b) of a row with pass 1's reference r.
-  __device__ __forceinline__ void add(A a, A b, const LogitReference<A>& r) {
+  // The entry (a, b) of a row with pass 1's reference r; returns its p - q (the loss's grad,
+  // which the divergence leaves unused).
+  __device__ __forceinline__ A add(A a, A b, const LogitReference<A>& r) {
     const A inf = infinity<A>();
     if (!(b > -inf)) {  // q == 0 (a and b are not NaN or +inf: pass 1 saw to that)
-      if (a > -inf) flags |= kInfinite;
-      return;
+      if (!(a > -inf)) return A(0);
+      flags |= kInfinite;
+      return exp_of((a - r.max_a) - r.log_sum_a);
     }
     A y_lo;
     const A y = two_diff(b, r.max_b, &y_lo);
@@ -158,20 +168,22 @@ struct LogitTerms {
     if (!(a > -inf)) {  // p == 0: phi(-inf) = 1
       terms += qi;
       mass -= qi;
-      return;
+      return -qi;
     }
     A x_lo;
     const A x = two_diff(a, r.max_a, &x_lo);
     const A d = ((x - y) + (x_lo - y_lo)) - r.shift;
     if (abs_of(d) <= A(1)) {
-      terms += qi * (d * d) * (A(1) - (A(1) - d) * Series<A>::expm1_tail(d));
-      mass += qi * expm1_of(d);
-    } else {
-      const A ep = exp_of(x - r.log_sum_a);
-      const A pi = ep + ep * x_lo;
-      terms += pi * (d - A(1)) + qi;
-      mass += Wide(pi) - Wide(qi);
+      terms += qi * (d * d) * phi_over_square(d);
+      const A diff = qi * expm1_of(d);
+      mass += diff;
+      return diff;
     }
+    const A ep = exp_of(x - r.log_sum_a);
+    const A pi = ep + ep * x_lo;
+    terms += pi * (d - A(1)) + qi;
+    mass += Wide(pi) - Wide(qi);
+    return pi - qi;
   }
   static __device__ __forceinline__ LogitTerms merge(const LogitTerms& x, const LogitTerms& y) {
     LogitTerms s;
