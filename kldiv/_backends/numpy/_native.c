@@ -77,6 +77,60 @@
 #define KL_INLINE inline
 #endif
 
+/* ---- short rows as vectors ------------------------------------------------------------- */
+
+/* An 8x8 transpose of float rows, for the float32 short-row kernels (_native_row.h's
+ * kl_rows_lanes): a block of rows is read with one vector load a row and turned into
+ * columns, one value per row in each, by shuffles, where reading it an entry at a time costs
+ * two loads and two inserts per element. GCC 12 and clang have __builtin_shufflevector; a
+ * compiler without it reads the entries one at a time. */
+#ifndef KL_TRANSPOSE /* -DKL_TRANSPOSE=0 builds the entry-at-a-time path alone */
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define KL_TRANSPOSE 1
+#endif
+#endif
+#endif
+#ifndef KL_TRANSPOSE
+#define KL_TRANSPOSE 0
+#endif
+
+#if KL_TRANSPOSE
+typedef float kl_f32x8 __attribute__((vector_size(32)));
+
+/* cols[c*ld + j] = the entry at column c of row j, for the 8 rows of 8 floats at
+ * base + j*stride bytes: pairs interleaved, then 64-bit pairs, then 128-bit halves. */
+static KL_INLINE void kl_transpose_f32(const char *base, Py_ssize_t stride, float *cols,
+                                       Py_ssize_t ld)
+{
+    kl_f32x8 r[8], t[8], u[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) {
+        memcpy(&r[j], base + j * stride, sizeof r[j]);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 8; j += 2) {
+        t[j] = __builtin_shufflevector(r[j], r[j + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[j + 1] = __builtin_shufflevector(r[j], r[j + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+#pragma GCC unroll 2
+    for (int j = 0; j < 8; j += 4) {
+        u[j] = __builtin_shufflevector(t[j], t[j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+        u[j + 1] = __builtin_shufflevector(t[j], t[j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        u[j + 2] = __builtin_shufflevector(t[j + 1], t[j + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+        u[j + 3] = __builtin_shufflevector(t[j + 1], t[j + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        const kl_f32x8 lo = __builtin_shufflevector(u[c], u[c + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        const kl_f32x8 hi = __builtin_shufflevector(u[c], u[c + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+        memcpy(cols + c * ld, &lo, sizeof lo);
+        memcpy(cols + (c + 4) * ld, &hi, sizeof hi);
+    }
+}
+
+#endif
+
 /* ---- elements ---------------------------------------------------------------------------- */
 
 /* ln 2 split so that e*LN2_HI is exact for every exponent difference e. */

@@ -8,6 +8,7 @@
 #define KL_TYPE f32
 #define KL_ROW_LANES 16
 #define KL_EXACT_DIFFS 1
+#define KL_SHORT_TRANSPOSE KL_TRANSPOSE /* short rows read as vectors (_native_row.h) */
 #define KL_MAX FLT_MAX
 #include "_native_divergences.h"
 #include "_native_logits.h"
@@ -16,11 +17,13 @@
 #undef KL_TYPE
 #undef KL_ROW_LANES
 #undef KL_EXACT_DIFFS
+#undef KL_SHORT_TRANSPOSE
 
 #define KL_T double
 #define KL_TYPE f64
-#define KL_ROW_LANES 8
+#define KL_ROW_LANES 16
 #define KL_EXACT_DIFFS 0
+#define KL_SHORT_TRANSPOSE 0
 #define KL_MAX DBL_MAX
 #include "_native_divergences.h"
 #include "_native_logits.h"
@@ -29,6 +32,7 @@
 #undef KL_TYPE
 #undef KL_ROW_LANES
 #undef KL_EXACT_DIFFS
+#undef KL_SHORT_TRANSPOSE
 
 #include "_native_loss.h"
 
