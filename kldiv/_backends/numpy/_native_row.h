@@ -181,10 +181,10 @@ static KL_INLINE void KL_FN(kl_total)(const double *acc, double *out)
  * past the rows' end, stay within the extents: into the next row, or a gap between rows)
  * into column-major scratch, whose terms kl_chunk makes in one contiguous pass, then summed
  * column by column (kl_lanes_sum). Measured on one core against reading an entry at a time:
- * 0.85x the time for KL's rows of 10, 0.67-0.87x for rows of 40 and 64. For float64 the same
- * split took 1.1-1.24x for rows of 10, so its columns, the cheap terms' and any float32
- * columns left go an entry at a time, term and sums in one loop. Either way each row's sums are the same, in
- * the same order. */
+ * 0.85x the time for KL's rows of 10, 0.67-0.87x for rows of 40 and 64. For float64 the
+ * same split took 1.1-1.24x for rows of 10, so its columns, the cheap terms' and any float32
+ * columns left go an entry at a time, term and sums in one loop. Either way each row's sums
+ * are the same, in the same order. */
 #if KL_DIFFS && !KL_EXACT_DIFFS
 #define KL_LANE_DIFFS 1 /* float64 KL: p - q in TwoSum lanes */
 #else
@@ -256,7 +256,7 @@ KL_ATTR static void KL_FN(kl_rows_lanes)(const char *p, Py_ssize_t p_stride, con
             KL_FN(kl_lanes_sum)(xs, y, tt, m, t, sp, sq);
         }
 #endif
-        for (; c0 < n; c0++) { /* an entry at a time (the loads are strided, gathers) */
+        for (; c0 < n; c0++) { /* an entry at a time: a strided load and an insert each */
             const char *pi = pb + c0 * size, *qi = qb + c0 * size;
 #pragma omp simd
             for (int j = 0; j < KL_ROW_LANES; j++) {
