@@ -182,7 +182,7 @@ static KL_INLINE void KL_FN(kl_total)(const double *acc, double *out)
  * into column-major scratch, whose terms kl_chunk makes in one contiguous pass, then summed
  * column by column (kl_lanes_sum). Measured on one core against reading an entry at a time:
  * 0.85x the time for KL's rows of 10, 0.67-0.87x for rows of 40 and 64. For float64 the
- * same split took 1.1-1.24x for rows of 10, so its columns, the cheap terms' and any float32
+ * same split took 1.10x for rows of 10, so its columns, the cheap terms' and any float32
  * columns left go an entry at a time, term and sums in one loop. Either way each row's sums
  * are the same, in the same order. */
 #if KL_DIFFS && !KL_EXACT_DIFFS

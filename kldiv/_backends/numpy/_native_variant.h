@@ -21,7 +21,7 @@
 
 #define KL_T double
 #define KL_TYPE f64
-#define KL_ROW_LANES 16
+#define KL_ROW_LANES 8
 #define KL_EXACT_DIFFS 0
 #define KL_SHORT_TRANSPOSE 0
 #define KL_MAX DBL_MAX
