@@ -18,9 +18,10 @@
  *
  * Each chunk of CHUNK elements goes through two vector loops: the terms t >= 0 into a small
  * array, then the float64 sums of t, of p, of q and of the differences p - q, lane by lane
- * (for float32 input sum(p - q) is sum(p) - sum(q), both exact, in lanes kept for the whole
- * row; for float64 it is summed in error-free TwoSum lanes, and the chunk sums add into the
- * row's with Neumaier's compensation), so a row of a million elements keeps its digits. t and
+ * (for float32 input the differences p - q are exact in float64 and summed in float64 lanes
+ * kept for the whole row, sum(q) then sum(p) - sum(p - q); for float64 they are summed in
+ * error-free TwoSum lanes, and the chunk sums add into the row's with Neumaier's
+ * compensation), so a row of a million elements keeps its digits. t and
  * p - q are summed apart: their cancellation is what the plain sum of p*log(p/q) loses near
  * p == q.
  * Rows shorter than a quarter chunk go one per vector lane instead (kl_rows_lanes). */
@@ -78,13 +79,22 @@ KL_ATTR static KL_INLINE void KL_FN(kl_lane_sums)(const KL_T *restrict p, const 
 
 #if KL_EXACT_DIFFS
 /* float32 input: a row's accumulators are KL_SUM_LANES float64 lanes each of sum(t),
- * sum(p) and sum(q), kept across the row's chunks and joined at its end (kl_total): one
- * vector accumulator per sum would make every chunk's loop wait on the latency of its
- * additions, and joining lanes per chunk costs as much again. p - q, sum(p) and sum(q) are
- * exact in float64 but for rows spanning more than 2**21 in magnitude, so
- * sum(p - q) = sum(p) - sum(q); the terms are >= 0, so their plain sum in float64 lanes is
- * within 1e-11 of itself for a row of a million, far below a float32 rounding. */
+ * sum(p) and sum(q) (KL: sum(p - q) instead), kept across the row's chunks and joined at its
+ * end (kl_total): one vector accumulator per sum would make every chunk's loop wait on the
+ * latency of its additions, and joining lanes per chunk costs as much again. Each p - q is
+ * exact in float64 (24-bit mantissas in 53) and their sum within a rounding of the sum of
+ * their sizes, small for a near-identical row; sum(p) - sum(q) would be within a rounding of
+ * sum(p), 1e-16, which was 4e-6 of a row [1, 1e-11] against [1, 1e-12] (KL 2.3e-11). The
+ * terms are >= 0, so their plain sum in float64 lanes is within 1e-11 of itself for a row of
+ * a million, far below a float32 rounding. */
 #define KL_ACC (3 * KL_SUM_LANES)
+
+/* The third sum of a float32 row: p - q for KL (KL_DIFFS), else q. */
+#if KL_DIFFS
+#define KL_THIRD(x, y) ((double)(x) - (double)(y))
+#else
+#define KL_THIRD(x, y) ((double)(y))
+#endif
 
 KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q, Py_ssize_t m,
                                   const KL_T *restrict terms, double *acc)
@@ -102,7 +112,7 @@ KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q
             t[l] += (double)terms[i + l];
             sp[l] += (double)p[i + l];
 #if !KL_UNARY
-            sq[l] += (double)q[i + l];
+            sq[l] += KL_THIRD(p[i + l], q[i + l]);
 #endif
         }
     }
@@ -110,7 +120,7 @@ KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q
         t[0] += (double)terms[i];
         sp[0] += (double)p[i];
 #if !KL_UNARY
-        sq[0] += (double)q[i];
+        sq[0] += KL_THIRD(p[i], q[i]);
 #endif
     }
 }
@@ -124,10 +134,14 @@ static KL_INLINE void KL_FN(kl_total)(const double *acc, double *out)
         sp += acc[KL_SUM_LANES + l];
         sq += acc[2 * KL_SUM_LANES + l];
     }
-    sq = KL_UNARY ? sp : sq;
-    out[0] = KL_DIFFS ? t + (sp - sq) : t;
+#if KL_DIFFS
+    out[0] = t + sq; /* sq holds sum(p - q) */
+    out[2] = sp - sq;
+#else
+    out[0] = t;
+    out[2] = KL_UNARY ? sp : sq;
+#endif
     out[1] = sp;
-    out[2] = sq;
 }
 
 #else
@@ -193,7 +207,7 @@ static KL_INLINE void KL_FN(kl_total)(const double *acc, double *out)
 
 #if KL_SHORT_TRANSPOSE && KL_SPLIT_SHORT
 /* m columns of a block into the rows' lanes: x[c*KL_ROW_LANES + j] and y[...] the entries
- * of row j at column c, tt[...] their terms. */
+ * of row j at column c, tt[...] their terms; sq gains KL_THIRD (for KL sum(p - q)). */
 KL_ATTR static KL_INLINE void KL_FN(kl_lanes_sum)(const KL_T *restrict x, const KL_T *restrict y,
                                                   const KL_T *restrict tt, Py_ssize_t m,
                                                   double *restrict t, double *restrict sp,
@@ -210,7 +224,7 @@ KL_ATTR static KL_INLINE void KL_FN(kl_lanes_sum)(const KL_T *restrict x, const 
             t[j] += (double)tt[k + j];
             sp[j] += (double)x[k + j];
 #if !KL_UNARY
-            sq[j] += (double)y[k + j];
+            sq[j] += KL_THIRD(x[k + j], y[k + j]);
 #endif
         }
     }
@@ -264,7 +278,9 @@ KL_ATTR static void KL_FN(kl_rows_lanes)(const char *p, Py_ssize_t p_stride, con
                 const KL_T y = *(const KL_T *)(qi + j * q_stride);
                 t[j] += (double)KL_TERM(x, y);
                 sp[j] += (double)x;
-#if !KL_UNARY
+#if KL_EXACT_DIFFS && !KL_UNARY
+                sq[j] += KL_THIRD(x, y);
+#elif !KL_UNARY
                 sq[j] += (double)y;
 #endif
 #if KL_LANE_DIFFS
@@ -276,13 +292,15 @@ KL_ATTR static void KL_FN(kl_rows_lanes)(const char *p, Py_ssize_t p_stride, con
             double *out = res + 3 * (r0 + j);
 #if !KL_DIFFS
             out[0] = t[j];
+            out[2] = KL_UNARY ? sp[j] : sq[j];
 #elif KL_EXACT_DIFFS
-            out[0] = t[j] + (sp[j] - sq[j]); /* float32: both sums exact, or within 1e-16 */
+            out[0] = t[j] + sq[j]; /* float32: sq holds sum(p - q), as kl_sum's */
+            out[2] = sp[j] - sq[j];
 #else
             out[0] = t[j] + (d[j] + d_err[j]);
+            out[2] = sq[j];
 #endif
             out[1] = sp[j];
-            out[2] = KL_UNARY ? sp[j] : sq[j];
         }
     }
 }
@@ -384,3 +402,4 @@ KL_ATTR static Py_ssize_t KL_FN(kl_rel_entr_rows)(const char *p, Py_ssize_t p_st
 #endif
 
 #undef KL_ACC
+#undef KL_THIRD

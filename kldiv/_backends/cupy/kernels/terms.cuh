@@ -175,8 +175,8 @@ struct KlSum {
         if (sizeof(A) == sizeof(Wide)) {
           two_sum(&d, &d_err, p - q);  // p - q is exact near p == q (Sterbenz)
         } else {
-          // float32 entries: p - q, and in practice their sum, are exact in double (24-bit
-          // mantissas in 53), as on the NumPy path, which takes sum(p) - sum(q) there
+          // float32 entries: p - q is exact in double (24-bit mantissas in 53), and their
+          // sum within a rounding of the sum of their sizes, as on the NumPy path
           d += Wide(p) - Wide(q);
         }
       }
