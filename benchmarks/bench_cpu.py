@@ -15,7 +15,8 @@ dtype (so ``kldiv``'s default validation accepts them), built from a fixed seed:
 * W1-entropy, W1-cross_entropy, W1-js_div, W1-hellinger, W1-total_variation: W1's rows,
   through the other reductions; W1-rel_entr, elementwise.
 * W1-loss: ``KLDivergence()(pred, target)``, W1-logits' ``pred`` against W1's ``target``,
-  error and grad; W1-labels: the same ``pred`` against integer labels (one per row).
+  error and grad; W2-loss the same in float64; W1-labels: W1-loss's ``pred`` against integer
+  labels (one per row).
 
 Every side of a workload runs in this one process on the same arrays. Each side is called once
 to warm up (and its result is compared with ``kldiv``'s, so that a wrong expression cannot
@@ -185,7 +186,8 @@ def workloads(quick: bool) -> list[Workload]:
         Workload(f"W1-{name}", shapes["W1"], np.float32, False, 0, name)
         for name in (*FUNCTIONS, "loss", "labels")
     ]
-    return probs + logits + functions
+    loss64 = Workload("W2-loss", shapes["W2"], np.float64, False, 0, "loss")
+    return probs + logits + functions + [loss64]
 
 
 def make_inputs(w: Workload) -> tuple[np.ndarray, np.ndarray]:
@@ -536,8 +538,11 @@ def targets(results: dict[str, Any]) -> list[Target]:
                 f"W1-{name}: kldiv / naive NumPy", kl(f"W1-{name}")["ratio_to_naive"], "<=", limit
             )
         )
-    loss_vs_torch = kl("W1-loss")["median_s"] / results["W1-loss"]["sides"]["torch"]["median_s"]
-    out.append(Target("W1-loss: kldiv / torch forward + backward", loss_vs_torch, "<=", 0.6))
+    w2_loss = kl("W2-loss")["ratio_to_naive"]
+    out.append(Target("W2-loss: kldiv / naive NumPy", w2_loss, "<=", _FUNCTION_LIMITS["loss"]))
+    for name in ("W1-loss", "W2-loss"):
+        vs_torch = kl(name)["median_s"] / results[name]["sides"]["torch"]["median_s"]
+        out.append(Target(f"{name}: kldiv / torch forward + backward", vs_torch, "<=", 0.6))
     labels_vs_torch = (
         kl("W1-labels")["median_s"] / results["W1-labels"]["sides"]["torch"]["median_s"]
     )

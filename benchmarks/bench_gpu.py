@@ -13,8 +13,9 @@ kernels split each across blocks), W1-logits (``3 * standard normal`` logits of 
 W2-logits the same in float64, WV-logits ``(16, 131072)`` float32 (vocabulary-sized rows, split
 too), W1's rows through ``entropy``, ``cross_entropy``, ``js_div``, ``hellinger``,
 ``total_variation`` and ``rel_entr`` (elementwise), and W1-loss, ``KLDivergence()`` on
-W1-logits' ``pred`` against W1's ``target`` (error and grad). The names are those of
-``benchmarks/bench_cpu.py``. ``--quick`` divides the row counts by 16 (not below 1).
+W1-logits' ``pred`` against W1's ``target`` (error and grad), W2-loss the same in float64.
+The names are those of ``benchmarks/bench_cpu.py``. ``--quick`` divides the row counts by 16
+(not below 1).
 
 Sides: ``kernel`` is the CuPy backend's ``kl_div`` (``kl_div_logits``) called directly, with
 ``validate=False``: one kernel launch. ``public`` is ``kldiv.kl_div(p, q)`` with its defaults,
@@ -93,6 +94,7 @@ WORKLOADS = (
             "loss",
         )
     ),
+    Workload("W2-loss", (4096, 1000), "float64", function="loss"),
 )
 
 # The textbook CuPy expression of each function besides kl_div

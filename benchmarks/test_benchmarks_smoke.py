@@ -20,7 +20,8 @@ FUNCTIONS = {
     for name in ("entropy", "cross_entropy", "js_div", "hellinger", "total_variation", "rel_entr")
 }
 LOGITS = {"W1-logits", "W3-logits", "W2-logits", "WV-logits"}
-WORKLOADS = {"W1", "W2", "W3", "W4", "W5", "W1-loss", "W1-labels"} | LOGITS | FUNCTIONS
+LOSSES = {"W1-loss", "W2-loss", "W1-labels"}
+WORKLOADS = {"W1", "W2", "W3", "W4", "W5"} | LOSSES | LOGITS | FUNCTIONS
 # the jitted JAX one-liner is a side where JAX is installed
 JAX = {"jax_jit"} if importlib.util.find_spec("jax") else set()
 PROBABILITY_SIDES = JAX | {
@@ -86,7 +87,7 @@ def test_bench_cpu_quick(scripts: tuple[ModuleType, ModuleType], tmp_path: Path)
         expected = LOGIT_SIDES if name.endswith("-logits") else PROBABILITY_SIDES
         if name in FUNCTIONS:
             expected = FUNCTION_SIDES
-        elif name in ("W1-loss", "W1-labels"):
+        elif name in LOSSES:
             expected = LOSS_SIDES
         assert set(workload["sides"]) == expected, name
         for side, fields in workload["sides"].items():
@@ -100,8 +101,9 @@ def test_bench_cpu_quick(scripts: tuple[ModuleType, ModuleType], tmp_path: Path)
             assert isinstance(fields["peak_extra_bytes_rss"], int), (name, side, data["rss_note"])
     assert data["workloads"]["W1"]["kldiv_ratio_to_log_floor"] > 0
     # W1-W5, the four logits' two each and the vocabulary rows' memory, the functions, the
-    # loss and the labels' loss (two each), the floor and memory; W1-W5 against JAX
-    assert len(data["targets"]) == 5 + 4 * 2 + 1 + 6 + 2 * 2 + 2 + (5 if JAX else 0)
+    # loss in float32 and float64 and the labels' loss (two each), the floor and memory;
+    # W1-W5 against JAX
+    assert len(data["targets"]) == 5 + 4 * 2 + 1 + 6 + 3 * 2 + 2 + (5 if JAX else 0)
     assert {"cpu_model", "numpy", "scipy", "torch", "torch_threads"} <= set(data["machine"])
 
 

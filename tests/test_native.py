@@ -737,32 +737,95 @@ def loss_reference(pred, target, norm_target):
     return np.array(errors), grad
 
 
+def loss_rows_case(dtype, norm_target, gap):
+    """pred and target rows of test_loss_rows_against_the_reference: logits of 257 classes,
+    the target near softmax(pred) (a distribution with a zero run) or near pred (scores)."""
+    rng = np.random.default_rng([3, gap is None, norm_target])
+    pred = 3 * rng.standard_normal((24, 257))
+    if norm_target:
+        target = pred + (gap or 1.0) * rng.standard_normal(pred.shape)
+    else:
+        s = scipy.special.softmax(pred, axis=1)
+        target = s * (1 + (gap or 0.9) * rng.uniform(-1, 1, s.shape))
+        target[0, :20] = 0
+        target = target / target.sum(1, keepdims=True)
+    return pred.astype(dtype), target.astype(dtype)
+
+
+_LOSS_MP: dict[tuple[bool, float | None], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def loss_mp_reference(norm_target, gap):
+    """Each row's sum(y*log(y/s)) and the grad (y - s)/N of the float64 loss_rows_case in
+    50-digit mpmath, on the exact floats (computed once per case)."""
+    key = (norm_target, gap)
+    if key not in _LOSS_MP:
+        pred, target = loss_rows_case(np.float64, norm_target, gap)
+        errors, grad = [], []
+        with mpmath.workdps(50):
+            for br, yr in zip(pred.tolist(), target.tolist(), strict=True):
+                log_norm = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in br))
+                log_s = [x - log_norm for x in br]
+                if norm_target:
+                    log_t = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in yr))
+                    y = [mpmath.exp(x - log_t) for x in yr]
+                    log_y = [x - log_t for x in yr]
+                else:
+                    y = [mpmath.mpf(v) for v in yr]
+                    log_y = [mpmath.log(v) if v > 0 else None for v in y]
+                errors.append(
+                    float(
+                        mpmath.fsum(
+                            v * (ly - ls)
+                            for v, ly, ls in zip(y, log_y, log_s, strict=True)
+                            if ly is not None
+                        )
+                    )
+                )
+                grad.append(
+                    [
+                        float((v - mpmath.exp(ls)) / len(pred))
+                        for v, ls in zip(y, log_s, strict=True)
+                    ]
+                )
+        _LOSS_MP[key] = np.array(errors), np.array(grad)
+    return _LOSS_MP[key]
+
+
 @pytest.mark.parametrize("chunk", [None, 7])
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("gap", [None, 1e-2, 1e-5])
 @pytest.mark.parametrize("norm_target", [False, True])
-def test_loss_rows_against_the_float64_loss(norm_target, gap, variant, chunk):
-    """Errors within 1e-6 of each row's (near-identical rows included: the target's log is
-    taken in float64), grads within a float32 rounding of a probability, over N; rows taken
-    whole, or in chunks of 7 (the exponentials made again in the last pass)."""
-    rng = np.random.default_rng([3, gap is None, norm_target])
-    pred = (3 * rng.standard_normal((24, 257))).astype(np.float32)
-    if norm_target:
-        target = pred + (gap or 1.0) * rng.standard_normal(pred.shape).astype(np.float32)
-    else:
-        s = np.exp(pred - pred.max(1, keepdims=True).astype(np.float64))
-        s /= s.sum(1, keepdims=True)
-        target = s * (1 + (gap or 0.9) * rng.uniform(-1, 1, s.shape))
-        target[0, :20] = 0
-        target = (target / target.sum(1, keepdims=True)).astype(np.float32)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_loss_rows_against_the_reference(dtype, norm_target, gap, variant, chunk):
+    """float32: errors within 1e-6 of the float64 loss's (near-identical rows included: the
+    target's log is taken in float64). float64: within 1e-13 of 50-digit mpmath, and the
+    near-identical rows (gap 1e-5, errors about 1e-11) within 1e-10, where the naive
+    log_softmax form is 1e-6 off: there what is left is s's own rounding e, which enters the
+    terms and the mass they stand for alike and cancels to sum((s - y)*e) (measured 6e-12).
+    Grads within a rounding of a probability, over N (float64: 8 of them, of the 50-digit
+    grad); rows
+    taken whole, or in chunks of 7 (the exponentials made again in the last pass)."""
+    pred, target = loss_rows_case(dtype, norm_target, gap)
     grad, errors = np.empty_like(pred), np.empty(len(pred))
     off = native.loss_rows(
         pred, target, grad, errors, 1 / len(pred), norm_target, 1e-5, variant, chunk
     )
     assert off is False
-    want_errors, want_grad = loss_reference(pred, target, norm_target)
-    np.testing.assert_allclose(errors, want_errors, rtol=1e-6, atol=0)
-    np.testing.assert_allclose(grad, want_grad, rtol=0, atol=np.finfo(np.float32).eps / len(pred))
+    if dtype == "float32":
+        want_errors, want_grad = loss_reference(pred, target, norm_target)
+        np.testing.assert_allclose(errors, want_errors, rtol=1e-6, atol=0)
+        eps = np.finfo(np.float32).eps
+        np.testing.assert_allclose(grad, want_grad, rtol=0, atol=eps / len(pred))
+        return
+    want_errors, want_grad = loss_mp_reference(norm_target, gap)
+    rtol = 1e-10 if gap == 1e-5 and not norm_target else 1e-13
+    np.testing.assert_allclose(errors, want_errors, rtol=rtol, atol=0)
+    assert (errors >= 0).all()
+    # a few roundings of y and s (exp's polynomial, the normaliser, the product): 8 of 1
+    np.testing.assert_allclose(
+        grad, want_grad, rtol=0, atol=8 * np.finfo(np.float64).eps / len(pred)
+    )
 
 
 def test_loss_rows_leaves_what_it_does_not_take_and_flags_a_target_off_one():
@@ -777,12 +840,31 @@ def test_loss_rows_leaves_what_it_does_not_take_and_flags_a_target_off_one():
     assert np.isnan(errors[:3]).all()
     assert np.isfinite(errors[3:]).all()
     assert native.loss_rows(pred[3:], target[3:], grad[3:], errors[3:], 0.2, False) is False
-    with pytest.raises(TypeError, match="float32"):
+    with pytest.raises(TypeError, match="both be float32 or both float64"):
+        native.loss_rows(pred, target.astype(np.float64), grad, errors, 1.0, False)
+    with pytest.raises(TypeError, match="both be float32 or both float64"):
         native.loss_rows(
-            pred.astype(np.float64), target.astype(np.float64), grad, errors, 1.0, False
+            pred.astype(np.float16), target.astype(np.float16), grad, errors, 1.0, False
         )
     with pytest.raises(ValueError, match="grad must be"):
         native.loss_rows(pred, target, np.empty((5, 4)), errors, 1.0, False)
+    with pytest.raises(ValueError, match="grad must be"):
+        native.loss_rows(
+            pred.astype(np.float64), target.astype(np.float64), grad, errors, 1.0, False
+        )
+
+
+def test_float64_loss_rows_redo_an_underflowed_softmax_under_a_target():
+    """float64 takes log(y/s) from s itself: where s underflows to 0 (logits 800 apart) under
+    a y > 0 the row is left to redo (NaN), under a y == 0 it is computed (its t is s, 0)."""
+    pred = np.zeros((2, 3))
+    pred[:, 0] = 800.0
+    target = np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
+    grad, errors = np.empty_like(pred), np.empty(2)
+    assert native.loss_rows(pred, target, grad, errors, 0.5, False, 1e-12) is False
+    assert np.isnan(errors[0])
+    assert errors[1] == 0.0
+    np.testing.assert_array_equal(grad[1], [0.0, 0.0, 0.0])
 
 
 # loss_label_rows: the loss against integer labels, the one-hot target never made
@@ -805,10 +887,11 @@ def label_reference(pred_row, labels_row):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("positions", [1, 6])
 @pytest.mark.parametrize("kind", ["random", "confident", "ties", "far apart"])
-def test_loss_label_rows_against_mpmath(kind, positions, variant):
-    """Errors within 1e-6 of 50-digit mpmath (a confident row's error of 1e-9 included: the
-    normaliser's log is log1p of the exponentials besides the largest), grads within a float32
-    rounding of (one-hot/P - softmax)/N."""
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_loss_label_rows_against_mpmath(dtype, kind, positions, variant):
+    """Errors within 1e-6 (float32) or 1e-14 (float64) of 50-digit mpmath (a confident row's
+    error of 1e-9 included: the normaliser's log is log1p of the exponentials besides the
+    largest), grads within a rounding (float64: 8) of (one-hot/P - softmax)/N."""
     rng = np.random.default_rng([len(kind), positions])
     rows, classes = 12, 40
     pred = 3 * rng.standard_normal((rows, classes, positions))
@@ -821,16 +904,19 @@ def test_loss_label_rows_against_mpmath(kind, positions, variant):
     elif kind == "far apart":  # the labels' logits 1600 apart: the largest d's form
         values = np.where(np.arange(positions) % 2, -800.0, 800.0)
         np.put_along_axis(pred, labels[:, None, :], values[None, None, :], axis=1)
-    pred = pred.astype(np.float32).reshape(rows, -1)
+    pred = pred.astype(dtype).reshape(rows, -1)
     grad, errors = np.empty_like(pred), np.empty(rows)
     native.loss_label_rows(pred, labels, grad, errors, 1 / rows, variant)
+    rtol = 1e-6 if dtype == "float32" else 1e-14
     for r in range(rows):
         expected = label_reference(pred[r], labels[r])
-        assert abs(mpmath.mpf(float(errors[r])) - expected) <= 1e-6 * expected, (r, errors[r])
+        assert abs(mpmath.mpf(float(errors[r])) - expected) <= rtol * expected, (r, errors[r])
     hits = labels[:, None, :] == np.arange(classes)[:, None]
     y = hits.reshape(rows, -1) / positions
     s = scipy.special.softmax(pred.astype(np.float64), axis=1)
-    np.testing.assert_allclose(grad, (y - s) / rows, rtol=0, atol=np.finfo(np.float32).eps / rows)
+    roundings = 1 if dtype == "float32" else 8
+    atol = roundings * np.finfo(dtype).eps / rows
+    np.testing.assert_allclose(grad, (y - s) / rows, rtol=0, atol=atol)
 
 
 def test_loss_label_rows_leaves_what_it_does_not_take():
@@ -844,14 +930,16 @@ def test_loss_label_rows_leaves_what_it_does_not_take():
     native.loss_label_rows(pred, labels, grad, errors, 0.2)
     assert np.isnan(errors[:4]).all()
     assert errors[4] == pytest.approx(np.log(4))  # uniform over 8: y = 1/2 at two of them
-    with pytest.raises(TypeError, match="float32"):
-        native.loss_label_rows(pred.astype(np.float64), labels, grad, errors, 1.0)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        native.loss_label_rows(pred.astype(np.float16), labels, grad, errors, 1.0)
     with pytest.raises(TypeError, match="integers"):
         native.loss_label_rows(pred, labels.astype(np.float64), grad, errors, 1.0)
     with pytest.raises(ValueError, match="P dividing"):
         native.loss_label_rows(pred, np.zeros((5, 3), np.int64), grad, errors, 1.0)
     with pytest.raises(ValueError, match="grad must be"):
         native.loss_label_rows(pred, labels, np.empty((5, 8)), errors, 1.0)
+    with pytest.raises(ValueError, match="grad must be"):
+        native.loss_label_rows(pred.astype(np.float64), labels, grad, errors, 1.0)
     with pytest.raises(ValueError, match="errors must be"):
         native.loss_label_rows(pred, labels, grad, np.empty(5, np.float32), 1.0)
 

@@ -974,9 +974,9 @@ def softmax_kl_loss(
     xp: Namespace,
     check: Callable[[], None] | None = None,
 ) -> tuple[Array, Array]:
-    """As :func:`kldiv._agnostic.softmax_kl_loss`: float32 rows by the compiled loss kernel
-    (``loss_rows``: error and grad in one call, three passes per row) where it is built,
-    else fused in tiles for rows of at most one tile, pred and target read once, grad
+    """As :func:`kldiv._agnostic.softmax_kl_loss`: float32 and float64 rows by the compiled
+    loss kernel (``loss_rows``: error and grad in one call, three passes per row) where it is
+    built, else fused in tiles for rows of at most one tile, pred and target read once, grad
     written once, per row block; the generic code for longer rows.
 
     ``check``, where given, raises what :mod:`kldiv.loss`'s checks of pred and a float
@@ -988,11 +988,12 @@ def softmax_kl_loss(
     if (
         native is not None
         and n > 0
-        and pred.dtype == target.dtype == np.float32
+        and pred.dtype == target.dtype
+        and pred.dtype in (np.float32, np.float64)
         and _rows_contiguous(pred)
         and _rows_contiguous(target)
     ):
-        grad = np.empty(pred.shape, dtype=np.float32)
+        grad = np.empty(pred.shape, dtype=pred.dtype)
         errors = np.empty(rows)
         tolerance = None
         if check is not None and not norm_target:
@@ -1028,18 +1029,24 @@ def softmax_kl_loss(
 
 
 def softmax_kl_loss_labels(pred: Array, labels: Array, *, xp: Namespace) -> Any:
-    """The loss of float32 rows ``pred`` of ``C*P`` logits (class-major) against integer
-    ``labels`` of ``(rows, P)``, by the compiled kernel (``loss_label_rows``), which never
-    makes the one-hot target: error sum and grad, as :func:`softmax_kl_loss` of that target.
+    """The loss of float32 or float64 rows ``pred`` of ``C*P`` logits (class-major) against
+    integer ``labels`` of ``(rows, P)``, by the compiled kernel (``loss_label_rows``), which
+    never makes the one-hot target: error sum and grad, as :func:`softmax_kl_loss` of that
+    target.
     A label outside ``[0, C)`` makes its row's error and grad NaN (the caller checks labels
     first where it may). ``NotImplemented`` (the caller makes the one-hot target) without the
     kernel or for another dtype."""
     rows, n = pred.shape
     native = _kernels()
-    if native is None or n == 0 or pred.dtype != np.float32 or not _rows_contiguous(pred):
+    if (
+        native is None
+        or n == 0
+        or pred.dtype not in (np.float32, np.float64)
+        or not _rows_contiguous(pred)
+    ):
         return NotImplemented
     labels = np.ascontiguousarray(labels)  # of any integer type: the kernel reads them all
-    grad = np.empty(pred.shape, dtype=np.float32)
+    grad = np.empty(pred.shape, dtype=pred.dtype)
     errors = np.empty(rows)
 
     def kernel(start: int, stop: int) -> None:

@@ -280,11 +280,11 @@ typedef Py_ssize_t (*kl_rel_entr_fn)(const char *, Py_ssize_t, const char *, Py_
                                      Py_ssize_t, Py_ssize_t, char *, Py_ssize_t);
 
 typedef int (*kl_loss_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, Py_ssize_t,
-                               Py_ssize_t, Py_ssize_t, int, float, char *, Py_ssize_t, float *,
+                               Py_ssize_t, Py_ssize_t, int, double, char *, Py_ssize_t, void *,
                                double *, double);
 
 typedef void (*kl_loss_label_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, int,
-                                      Py_ssize_t, Py_ssize_t, Py_ssize_t, float, char *,
+                                      Py_ssize_t, Py_ssize_t, Py_ssize_t, double, char *,
                                       Py_ssize_t, double *);
 
 typedef struct {
@@ -293,8 +293,8 @@ typedef struct {
     kl_rows_fn measure[2];
     kl_rel_entr_fn rel_entr[2];
     kl_logit_rows_fn logits[2];
-    kl_loss_rows_fn loss_f32;
-    kl_loss_label_rows_fn loss_labels_f32;
+    kl_loss_rows_fn loss[2];
+    kl_loss_label_rows_fn loss_labels[2];
     int supported;
 } kl_variant;
 
@@ -329,8 +329,8 @@ typedef struct {
      {KL_NAME(kl_measure_rows, kl_f32, v), KL_NAME(kl_measure_rows, kl_f64, v)},             \
      {KL_NAME(kl_rel_entr_rows, kl_f32, v), KL_NAME(kl_rel_entr_rows, kl_f64, v)},           \
      {KL_NAME(kl_logit_rows, f32, v), KL_NAME(kl_logit_rows, f64, v)},                       \
-     KL_NAME(kl_loss_rows, f32, v),                                                          \
-     KL_NAME(kl_loss_label_rows, f32, v),                                                    \
+     {KL_NAME(kl_loss_rows, f32, v), KL_NAME(kl_loss_rows, f64, v)},                         \
+     {KL_NAME(kl_loss_label_rows, f32, v), KL_NAME(kl_loss_label_rows, f64, v)},             \
      supported}
 
 /* Best first; `supported` is filled in when the module loads. */
@@ -690,17 +690,18 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
 PyDoc_STRVAR(loss_rows_doc,
              "loss_rows(pred, target, grad, errors, scale, norm_target, tolerance=None,\n"
              "          variant=None, chunk=None)\n--\n\n"
-             "PuzzleLib's KLDivergence on the 2-D float32 arrays pred (logits) and target (same\n"
-             "shape, each row contiguous, any row stride): a distribution per row, or with\n"
-             "norm_target scores to softmax. Writes errors[r] = sum(y*log(y/s)) into the\n"
-             "C-contiguous 1-D float64 array errors and grad[r] = (y - s)*scale into grad\n"
-             "(float32, pred's shape, rows contiguous), s = softmax(pred[r]). NaN in errors for\n"
-             "a row to redo (a logit that is not finite; a target entry negative, NaN,\n"
-             "infinite or subnormal), whose grad row is then not written. With a tolerance,\n"
-             "returns whether a row not to redo has a target off 1 by more than it (a\n"
-             "distribution target only), else False. Rows of any length, in chunks of\n"
-             "`chunk` elements (default 256 KiB) with scratch of three. variant as for\n"
-             "kl_rows. Releases the GIL.");
+             "PuzzleLib's KLDivergence on the 2-D arrays pred (logits) and target (same shape,\n"
+             "both float32 or both float64, each row contiguous, any row stride): a\n"
+             "distribution per row, or with norm_target scores to softmax. Writes\n"
+             "errors[r] = sum(y*log(y/s)) into the C-contiguous 1-D float64 array errors and\n"
+             "grad[r] = (y - s)*scale into grad (pred's dtype and shape, rows contiguous),\n"
+             "s = softmax(pred[r]). NaN in errors for a row to redo (a logit that is not\n"
+             "finite; a target entry negative, NaN, infinite or subnormal; in float64 an s\n"
+             "that underflows to 0 where the target is not 0), whose grad row is then not\n"
+             "written. With a tolerance, returns whether a row not to redo has a target off 1\n"
+             "by more than it (a distribution target only), else False. Rows of any length,\n"
+             "in chunks of `chunk` elements (default 256 KiB) with scratch of three. variant\n"
+             "as for kl_rows. Releases the GIL.");
 
 static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
@@ -708,15 +709,15 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
                                "norm_target", "tolerance", "variant", "chunk",  NULL};
     PyObject *pred_obj, *target_obj, *grad_obj, *errors_obj, *variant_obj = Py_None;
     PyObject *tolerance_obj = Py_None, *chunk_obj = Py_None;
-    float scale;
+    double scale;
     int norm_target;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOfp|OOO:loss_rows", keywords, &pred_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOdp|OOO:loss_rows", keywords, &pred_obj,
                                      &target_obj, &grad_obj, &errors_obj, &scale, &norm_target,
                                      &tolerance_obj, &variant_obj, &chunk_obj)) {
         return NULL;
     }
-    const Py_ssize_t chunk = kl_chunk_arg(chunk_obj, sizeof(float));
-    if (chunk < 0) {
+    Py_ssize_t chunk = 0; /* the default, once the element size is known */
+    if (chunk_obj != Py_None && (chunk = kl_chunk_arg(chunk_obj, 1)) < 0) {
         return NULL;
     }
     double tolerance = -1.0;
@@ -745,31 +746,31 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
     const Py_buffer *p = &buffers[0], *y = &buffers[1], *res = &buffers[2], *g = &grad_buffer;
     PyObject *result = NULL;
     const char kind = kl_check_pair(p, y, "pred and target");
-    float *scratch = NULL;
+    void *scratch = NULL;
+    if (chunk == 0 && kind != 0) {
+        chunk = KL_LOGIT_CHUNK_BYTES / p->itemsize;
+    }
     if (kind == 0) {
         /* the exception is set */
-    }
-    else if (kind != 'f') {
-        PyErr_SetString(PyExc_TypeError, "pred and target must be float32");
     }
     else if (kl_float_kind(res) != 'd' || res->ndim != 1 || res->shape[0] != p->shape[0]) {
         PyErr_SetString(PyExc_ValueError,
                         "errors must be a 1-D float64 array of one element per row");
     }
-    else if (kl_float_kind(g) != 'f' || g->ndim != 2 || g->shape[0] != p->shape[0] ||
+    else if (kl_float_kind(g) != kind || g->ndim != 2 || g->shape[0] != p->shape[0] ||
              g->shape[1] != p->shape[1] || (g->shape[1] > 1 && g->strides[1] != g->itemsize)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "grad must be a writable float32 array of pred's shape, rows contiguous");
+        PyErr_SetString(PyExc_ValueError, "grad must be a writable array of pred's dtype and "
+                                          "shape, rows contiguous");
     }
     else if ((scratch = PyMem_RawMalloc(3 * (size_t)(p->shape[1] < chunk ? p->shape[1] : chunk) *
-                                            sizeof(float) +
+                                            (size_t)p->itemsize +
                                         1)) == NULL) {
         PyErr_NoMemory();
     }
     else {
         int off;
         Py_BEGIN_ALLOW_THREADS
-        off = variant->loss_f32(p->buf, p->strides[0], y->buf, y->strides[0], p->shape[0],
+        off = variant->loss[kind == 'f' ? 0 : 1](p->buf, p->strides[0], y->buf, y->strides[0], p->shape[0],
                                 p->shape[1], chunk, norm_target, scale, g->buf, g->strides[0],
                                 scratch, res->buf, tolerance);
         Py_END_ALLOW_THREADS
@@ -783,12 +784,12 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
 
 PyDoc_STRVAR(loss_label_rows_doc,
              "loss_label_rows(pred, labels, grad, errors, scale, variant=None)\n--\n\n"
-             "PuzzleLib's KLDivergence on the 2-D float32 array pred (logits; each row\n"
-             "contiguous, any row stride) against the 2-D array labels of (rows, P) integers\n"
-             "of any size (each row contiguous): a row of pred holds C*P logits, class-major,\n"
-             "and its target is 1/P at label[p]*P + p for each position p. Writes\n"
+             "PuzzleLib's KLDivergence on the 2-D float32 or float64 array pred (logits; each\n"
+             "row contiguous, any row stride) against the 2-D array labels of (rows, P)\n"
+             "integers of any size (each row contiguous): a row of pred holds C*P logits,\n"
+             "class-major, and its target is 1/P at label[p]*P + p for each position p. Writes\n"
              "errors[r] = sum(y*log(y/s)) into the C-contiguous 1-D float64 array errors and\n"
-             "grad[r] = (y - s)*scale into grad (float32, pred's shape, rows contiguous),\n"
+             "grad[r] = (y - s)*scale into grad (pred's dtype and shape, rows contiguous),\n"
              "s = softmax(pred[r]). NaN in errors for a row holding a logit that is not finite\n"
              "or a label outside [0, C), whose grad row is then garbage. variant as for\n"
              "kl_rows. Releases the GIL.");
@@ -815,8 +816,8 @@ static PyObject *loss_label_rows(PyObject *Py_UNUSED(module), PyObject *args, Py
 {
     static char *keywords[] = {"pred", "labels", "grad", "errors", "scale", "variant", NULL};
     PyObject *pred_obj, *labels_obj, *grad_obj, *errors_obj, *variant_obj = Py_None;
-    float scale;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOf|O:loss_label_rows", keywords,
+    double scale;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOd|O:loss_label_rows", keywords,
                                      &pred_obj, &labels_obj, &grad_obj, &errors_obj, &scale,
                                      &variant_obj)) {
         return NULL;
@@ -846,9 +847,10 @@ static PyObject *loss_label_rows(PyObject *Py_UNUSED(module), PyObject *args, Py
     }
     PyObject *result = NULL;
     const int label_code = kl_label_code(&l);
-    if (kl_float_kind(&p) != 'f' || p.ndim != 2 ||
-        (p.shape[1] > 1 && p.strides[1] != p.itemsize)) {
-        PyErr_SetString(PyExc_TypeError, "pred must be a 2-D float32 array, rows contiguous");
+    const char kind = kl_float_kind(&p);
+    if (kind == 0 || p.ndim != 2 || (p.shape[1] > 1 && p.strides[1] != p.itemsize)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "pred must be a 2-D float32 or float64 array, rows contiguous");
     }
     else if (label_code == 0) {
         PyErr_SetString(PyExc_TypeError, "labels must be an array of integers");
@@ -862,16 +864,17 @@ static PyObject *loss_label_rows(PyObject *Py_UNUSED(module), PyObject *args, Py
         PyErr_SetString(PyExc_ValueError,
                         "errors must be a 1-D float64 array of one element per row");
     }
-    else if (kl_float_kind(&g) != 'f' || g.ndim != 2 || g.shape[0] != p.shape[0] ||
+    else if (kl_float_kind(&g) != kind || g.ndim != 2 || g.shape[0] != p.shape[0] ||
              g.shape[1] != p.shape[1] || (g.shape[1] > 1 && g.strides[1] != g.itemsize)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "grad must be a writable float32 array of pred's shape, rows contiguous");
+        PyErr_SetString(PyExc_ValueError, "grad must be a writable array of pred's dtype and "
+                                          "shape, rows contiguous");
     }
     else {
         Py_BEGIN_ALLOW_THREADS
-        variant->loss_labels_f32(p.buf, p.strides[0], l.buf, l.strides[0], label_code,
-                                 l.shape[1], p.shape[0], p.shape[1], scale, g.buf, g.strides[0],
-                                 res.buf);
+        variant->loss_labels[kind == 'f' ? 0 : 1](p.buf, p.strides[0], l.buf, l.strides[0],
+                                                  label_code, l.shape[1], p.shape[0],
+                                                  p.shape[1], scale, g.buf, g.strides[0],
+                                                  res.buf);
         Py_END_ALLOW_THREADS
         result = Py_None;
         Py_INCREF(result);
