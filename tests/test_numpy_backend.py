@@ -3,10 +3,14 @@ tiling, threading and zero handling."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
+import threading
+import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 
 import array_api_compat.numpy as xp_np
 import numpy as np
@@ -165,6 +169,54 @@ def test_threads_give_the_serial_result_exactly(threads):
         serial = kldiv.kl_div(p, q)
     with kldiv.options(tile=256, threads=threads, parallel_min=0):
         np.testing.assert_array_equal(kldiv.kl_div(p, q), serial)
+
+
+def test_the_calling_thread_takes_every_range_a_late_thread_leaves(monkeypatch):
+    """_run's caller does not wait for the pool to start: with the pool's thread held up (as
+    an idle core of a virtual machine can be for a millisecond and more), it takes every
+    range itself, the results come back in order, and the late thread takes none."""
+    monkeypatch.setattr(nb, "_pool", ThreadPoolExecutor(max_workers=1))
+    with kldiv.options(threads=2, parallel_min=0):
+        ranges = nb._row_ranges(40, 10)
+        assert len(ranges) == 2 * nb._PIECES_PER_THREAD
+        assert [ranges[0][0], ranges[-1][1]] == [0, 40]
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+        held, done = threading.Event(), threading.Event()
+        nb._executor(1).submit(held.wait)  # the pool's one thread, busy
+        caller, takers = threading.get_ident(), []
+
+        def job(start: int, stop: int) -> tuple[int, int]:
+            takers.append(threading.get_ident())
+            if len(takers) == len(ranges):
+                done.set()
+            return start, stop
+
+        releaser = threading.Thread(target=lambda: done.wait(30) and held.set())
+        releaser.start()
+        assert nb._run(job, 40, 10) == ranges
+        releaser.join()
+    assert takers == [caller] * len(ranges)
+
+
+def test_a_failing_range_stops_the_others_before_run_returns():
+    """Whichever thread a range fails on, the others take no more ranges, the error is
+    raised, and no range runs after _run returns."""
+    started: list[int] = []
+
+    def job(start: int, stop: int) -> None:
+        started.append(start)
+        if start == 0:
+            raise ZeroDivisionError("range 0")
+        time.sleep(0.01)
+
+    with kldiv.options(threads=2, parallel_min=0):
+        pieces = len(nb._row_ranges(80, 10))
+        with pytest.raises(ZeroDivisionError, match="range 0"):
+            nb._run(job, 80, 10)
+        count = len(started)
+        time.sleep(0.05)
+    assert len(started) == count
+    assert count <= 2 < pieces
 
 
 @pytest.mark.parametrize("name", [*PROBABILITY_OPS, "rel_entr"])
