@@ -6,14 +6,15 @@
  * built when a C compiler is present (setup.py marks it optional); without it the NumPy path
  * runs alone.
  *
- * The math. For p, q > 0 write p/q = 2**e * r with r in [1/sqrt(2), sqrt(2)], taken from the
- * floats' exponent and mantissa bits, exactly. Then s = (mp - mq)/(mp + mq) of the mantissas
- * has |s| <= 0.1716, mp - mq is exact (Sterbenz), and log(p/q) = e*ln2 + 2*atanh(s), with
- * atanh(s) - s = s**3 * (1/3 + s**2/5 + ...) summed to the input's precision. Each term is
- * t = p*log(p/q) - (p - q) >= 0, and KL = sum(t) + sum(p - q):
- *  - e == 0 (p and q within a factor sqrt(2), all of a near-identical pair): s is exactly
- *    (p - q)/(p + q) and t = (p + q)*(s**2 + (1 + s)*(atanh(s) - s)), with no cancellation,
- *    so near-identical distributions keep every digit;
+ * The math. For p, q > 0 write p/q = 2**e * mp/mq with mp/mq in [2/3, 3/2], taken from the
+ * floats' exponent and mantissa bits, exactly, by integer operations alone (kl_split: the
+ * mantissas' difference says whether q's mantissa is doubled, halved or kept). Then
+ * s = (mp - mq)/(mp + mq) has |s| <= 0.2, mp - mq is exact (Sterbenz), and
+ * log(p/q) = e*ln2 + 2*atanh(s), with atanh(s) - s = s**3 * (1/3 + s**2/5 + ...) summed to the
+ * input's precision. Each term is t = p*log(p/q) - (p - q) >= 0, and KL = sum(t) + sum(p - q):
+ *  - e == 0 (always where p and q are within a factor 4/3, all of a near-identical pair): s is
+ *    exactly (p - q)/(p + q) and t = (p + q)*(s**2 + (1 + s)*(atanh(s) - s)), with no
+ *    cancellation, so near-identical distributions keep every digit;
  *  - otherwise t = p*L - (p - q), which loses at most a few bits there.
  * A zero p gives t = q (0*log(0) = 0). Any other element outside the fast domain (q zero,
  * subnormal, negative or NaN; p the same but for zero) makes the row's KL NaN, and an
@@ -169,9 +170,9 @@ static const double kl_inv_factorial[20] = {1.0,
 #define KL_BITS_T uint32_t
 #define KL_TN(name) name##_f32
 #define KL_MANT_BITS 23
-#define KL_EXP_MAGIC 8388608.0f /* 2**23 */
 #define KL_MIN FLT_MIN
 #define KL_POLY_TERMS 5
+#define KL_SPLIT_TERMS 5
 #define KL_SQRT2 KL_SQRT2_F32
 #define KL_LN2_HI KL_LN2_HI_F32
 #define KL_LN2_LO KL_LN2_LO_F32
@@ -190,9 +191,9 @@ static const double kl_inv_factorial[20] = {1.0,
 #define KL_BITS_T uint64_t
 #define KL_TN(name) name##_f64
 #define KL_MANT_BITS 52
-#define KL_EXP_MAGIC 4503599627370496.0 /* 2**52 */
 #define KL_MIN DBL_MIN
 #define KL_POLY_TERMS 10
+#define KL_SPLIT_TERMS 11
 #define KL_SQRT2 KL_SQRT2_F64
 #define KL_LN2_HI KL_LN2_HI_F64
 #define KL_LN2_LO KL_LN2_LO_F64

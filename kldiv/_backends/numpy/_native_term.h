@@ -3,14 +3,17 @@
  *   KL_T, KL_BITS_T   float and uint32_t, or double and uint64_t;
  *   KL_TN(name)       name with the type's suffix (kl_term_f32, ...);
  *   KL_MANT_BITS      23 or 52, the mantissa's width;
- *   KL_EXP_MAGIC      the bits of 2**KL_MANT_BITS, whose low bits an integer fills in;
  *   KL_MIN            FLT_MIN or DBL_MIN, the least normal float;
- *   KL_POLY_TERMS     5 or 10: the terms of atanh(s) - s the type's precision needs;
+ *   KL_POLY_TERMS     5 or 10: the terms of atanh(s) - s the type's precision needs for
+ *                     |s| <= 0.1716 (kl_log; js_term's series, |u| < 1/8, alike);
+ *   KL_SPLIT_TERMS    5 or 11: the same for |s| <= 0.2 (kl_split);
  *   KL_SQRT2, KL_LN2_HI, KL_LN2_LO  the constants of the split below;
  *   KL_SQRT, KL_FABS  the type's sqrt and fabs (sqrtf and fabsf for float);
  *   KL_MAX            FLT_MAX or DBL_MAX;
  *   KL_LOG2E, KL_EXP_MIN, KL_EXP_SHIFTER  the logits' exp: 1/ln2, its flush point, and
- *                     1.5 * 2**KL_MANT_BITS, which rounds a float to an integer when added;
+ *                     1.5 * 2**KL_MANT_BITS, which rounds a float to an integer when added
+ *                     (and whose bits plus a small integer make that integer, plus it, a
+ *                     float: the splits' exponents);
  *   KL_EXP_DEGREE, KL_EXPM1_TERMS, KL_PHI_TERMS  the Taylor terms each type's precision
  *                     needs in the logits' exp, expm1 and phi (kl_inv_factorial's 1/k!).
  * C has no templates; a header included once per type keeps one definition of each term
@@ -51,25 +54,28 @@ static KL_INLINE KL_TN(kl_pieces) KL_TN(kl_split)(KL_T x, KL_T y)
 {
     const KL_BITS_T bx = KL_TN(kl_bits)(x), by = KL_TN(kl_bits)(y);
     const KL_BITS_T mantissa = ((KL_BITS_T)1 << KL_MANT_BITS) - 1;
-    const KL_BITS_T one = KL_TN(kl_bits)((KL_T)1);
-    const KL_BITS_T magic = KL_TN(kl_bits)(KL_EXP_MAGIC);
-    /* the biased exponents as floats, without an integer conversion: 2**m + k - 2**m */
-    KL_T e = KL_TN(kl_from_bits)(magic | (bx >> KL_MANT_BITS)) -
-             KL_TN(kl_from_bits)(magic | (by >> KL_MANT_BITS));
-    KL_T mx = KL_TN(kl_from_bits)((bx & mantissa) | one);
-    KL_T my = KL_TN(kl_from_bits)((by & mantissa) | one);
-    const int up = mx > KL_SQRT2 * my, down = my > KL_SQRT2 * mx;
-    my = up ? (KL_T)2 * my : my;
-    mx = down ? (KL_T)2 * mx : mx;
-    e = up ? e + (KL_T)1 : e;
-    e = down ? e - (KL_T)1 : e;
+    const KL_BITS_T one = KL_TN(kl_bits)((KL_T)1), unit = (KL_BITS_T)1 << KL_MANT_BITS;
+    /* With fx, fy the mantissas' fractions (x = 2**ex * (1 + fx)), k = floor(fx - fy + 1.5) - 1
+     * in {-1, 0, 1}, read off the sum of the mantissa fields and 1.5 in their units: then
+     * mx = 1 + fx over my = (1 + fy)*2**k lies in [2/3, 3/2], so |s| <= 0.2, and
+     * p/q = 2**e * mx/my with e = ex - ey + k. Integer operations only, no comparison: any
+     * pair within a factor 4/3 gets e == 0. */
+    const KL_BITS_T k1 = ((bx & mantissa) + 3 * (unit >> 1) - (by & mantissa)) >> KL_MANT_BITS;
+    const KL_T mx = KL_TN(kl_from_bits)((bx & mantissa) | one);
+    const KL_T my = KL_TN(kl_from_bits)(((by & mantissa) | one) + k1 * unit - unit);
+    /* e, exact, through the shifter (1.5 * 2**KL_MANT_BITS), whose bits plus a small integer
+     * (modulo 2**w) are the bits of the shifter plus that integer: no integer conversion */
+    const KL_BITS_T shifter = KL_TN(kl_bits)(KL_EXP_SHIFTER);
+    const KL_T e = KL_TN(kl_from_bits)(shifter + (bx >> KL_MANT_BITS) - (by >> KL_MANT_BITS) +
+                                       k1 - 1) -
+                   KL_EXP_SHIFTER;
     const KL_T s = (mx - my) / (mx + my);
     const KL_T z = s * s;
-    /* atanh(s) - s = s*z*(1/3 + z/5 + ...); |s| <= 0.1716, so the first term left out,
-     * z**KL_POLY_TERMS/(2*KL_POLY_TERMS + 3), is below the type's rounding (float32: 2e-9,
-     * float64: 2.2e-17) */
+    /* atanh(s) - s = s*z*(1/3 + z/5 + ...); |s| <= 0.2, so the first term left out,
+     * z**KL_SPLIT_TERMS/(2*KL_SPLIT_TERMS + 3), is below the type's rounding (float32:
+     * 7.9e-9, float64: 1.7e-17) */
     KL_T poly = 0;
-    for (int k = KL_POLY_TERMS - 1; k >= 0; k--) {
+    for (int k = KL_SPLIT_TERMS - 1; k >= 0; k--) {
         poly = poly * z + (KL_T)1 / (KL_T)(2 * k + 3);
     }
     const KL_T a = s * z * poly;
@@ -102,21 +108,23 @@ static KL_INLINE KL_T KL_TN(kl_measure_term)(KL_T x, KL_T y, KL_T *diff)
     return KL_TN(kl_domain)(x, y) ? t : (KL_T)NAN;
 }
 
-/* log(x) for a positive normal x, exact to a few ulps, by the split of kl_split with a ratio
- * to 1: x = 2**e * m with m in [1/sqrt(2), sqrt(2)), one comparison rather than two, and
- * log(m) = 2*atanh(s), s = (m - 1)/(m + 1). Garbage outside that domain. */
+/* log(x) for a positive normal x, exact to a few ulps, by an exponent and mantissa split as
+ * kl_split's with a ratio to 1: x = 2**e * m with m in [1/sqrt(2), sqrt(2)), and
+ * log(m) = 2*atanh(s), s = (m - 1)/(m + 1). m is halved where the mantissa field is at least
+ * sqrt(2)'s, which its sum with the rest of a unit says in the carry: integer operations, no
+ * comparison. Garbage outside that domain. */
 static KL_INLINE KL_T KL_TN(kl_log)(KL_T x)
 {
     const KL_BITS_T bx = KL_TN(kl_bits)(x);
     const KL_BITS_T mantissa = ((KL_BITS_T)1 << KL_MANT_BITS) - 1;
-    const KL_BITS_T one = KL_TN(kl_bits)((KL_T)1);
-    const KL_BITS_T magic = KL_TN(kl_bits)(KL_EXP_MAGIC);
-    const KL_T bias = KL_TN(kl_from_bits)(magic | (one >> KL_MANT_BITS));
-    KL_T e = KL_TN(kl_from_bits)(magic | (bx >> KL_MANT_BITS)) - bias;
-    KL_T mx = KL_TN(kl_from_bits)((bx & mantissa) | one);
-    const int down = mx >= KL_SQRT2;
-    mx = down ? (KL_T)0.5 * mx : mx;
-    e = down ? e + (KL_T)1 : e;
+    const KL_BITS_T one = KL_TN(kl_bits)((KL_T)1), unit = (KL_BITS_T)1 << KL_MANT_BITS;
+    const KL_BITS_T root = KL_TN(kl_bits)(KL_SQRT2) & mantissa;
+    const KL_BITS_T down = ((bx & mantissa) + (unit - root)) >> KL_MANT_BITS; /* 0 or 1 */
+    const KL_T mx = KL_TN(kl_from_bits)(((bx & mantissa) | one) - down * unit);
+    const KL_BITS_T shifter = KL_TN(kl_bits)(KL_EXP_SHIFTER);
+    const KL_T e = KL_TN(kl_from_bits)(shifter + (bx >> KL_MANT_BITS) -
+                                       (one >> KL_MANT_BITS) + down) -
+                   KL_EXP_SHIFTER;
     const KL_T s = (mx - (KL_T)1) / (mx + (KL_T)1);
     const KL_T z = s * s;
     KL_T poly = 0;
@@ -271,9 +279,9 @@ static KL_INLINE KL_T KL_TN(kl_logit_term)(KL_T p, KL_T q, KL_T d)
 #undef KL_BITS_T
 #undef KL_TN
 #undef KL_MANT_BITS
-#undef KL_EXP_MAGIC
 #undef KL_MIN
 #undef KL_POLY_TERMS
+#undef KL_SPLIT_TERMS
 #undef KL_SQRT2
 #undef KL_LN2_HI
 #undef KL_LN2_LO
