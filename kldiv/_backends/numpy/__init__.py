@@ -152,8 +152,8 @@ _PIECES_PER_THREAD = 4
 
 def _row_ranges(rows: int, n: int) -> list[tuple[int, int]]:
     """Contiguous row ranges covering the rows, in order: one when threads would not pay,
-    else :data:`_PIECES_PER_THREAD` per thread, each of at least half ``parallel_min``
-    elements (and a row)."""
+    else up to :data:`_PIECES_PER_THREAD` per thread, fewer where a range would hold under
+    half ``parallel_min`` elements or no row, but never fewer than one per thread."""
     threads = _threads_for(rows, n)
     if threads == 1:
         return [(0, rows)]

@@ -12,8 +12,8 @@
  *   KL_MAX            FLT_MAX or DBL_MAX;
  *   KL_LOG2E, KL_EXP_MIN, KL_EXP_SHIFTER  the logits' exp: 1/ln2, its flush point, and
  *                     1.5 * 2**KL_MANT_BITS, which rounds a float to an integer when added
- *                     (and whose bits plus a small integer make that integer, plus it, a
- *                     float: the splits' exponents);
+ *                     (and whose bits plus a small integer are the bits of the shifter plus
+ *                     that integer: how the splits make their exponents floats, exactly);
  *   KL_EXP_DEGREE, KL_EXPM1_TERMS, KL_PHI_TERMS  the Taylor terms each type's precision
  *                     needs in the logits' exp, expm1 and phi (kl_inv_factorial's 1/k!).
  * C has no templates; a header included once per type keeps one definition of each term
