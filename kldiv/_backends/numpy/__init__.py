@@ -150,11 +150,13 @@ def _threads_for(rows: int, n: int) -> int:
 _PIECES_PER_THREAD = 4
 
 
-def _row_ranges(rows: int, n: int) -> list[tuple[int, int]]:
+def _row_ranges(rows: int, n: int, threads: int | None = None) -> list[tuple[int, int]]:
     """Contiguous row ranges covering the rows, in order: one when threads would not pay,
     else up to :data:`_PIECES_PER_THREAD` per thread, fewer where a range would hold under
-    half ``parallel_min`` elements or no row, but never fewer than one per thread."""
-    threads = _threads_for(rows, n)
+    half ``parallel_min`` elements or no row, but never fewer than one per thread.
+    ``threads``: :func:`_threads_for`'s, where the caller has it already."""
+    if threads is None:
+        threads = _threads_for(rows, n)
     if threads == 1:
         return [(0, rows)]
     least = max(1, _options.get_options().parallel_min // 2)
@@ -170,10 +172,10 @@ def _run(job: Callable[[int, int], R], rows: int, n: int) -> list[R]:
     than waiting for them: measured on a 2-core virtual machine, a call right after other
     work waited 1.5 ms for the pool's second thread to wake, and took 3.5 ms where one
     thread took 1.7."""
-    ranges = _row_ranges(rows, n)
+    threads = _threads_for(rows, n)
+    ranges = _row_ranges(rows, n, threads)
     if len(ranges) == 1:
         return [job(*ranges[0])]
-    threads = _threads_for(rows, n)
     results: list[Any] = [None] * len(ranges)
     queue = iter(range(len(ranges)))
     lock = threading.Lock()

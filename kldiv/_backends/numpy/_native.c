@@ -607,12 +607,13 @@ static PyObject *rel_entr_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
     return result;
 }
 
-/* The chunk argument of the logits and loss kernels: None for the default of
- * KL_LOGIT_CHUNK_BYTES of elements of itemsize, else a positive int; -1 with an exception. */
-static Py_ssize_t kl_chunk_arg(PyObject *chunk_obj, size_t itemsize)
+/* The chunk argument of the logits and loss kernels: 0 for None (the default, which
+ * kl_scratch makes once the element size is known), else a positive int; -1 with an
+ * exception. */
+static Py_ssize_t kl_chunk_arg(PyObject *chunk_obj)
 {
     if (chunk_obj == Py_None) {
-        return (Py_ssize_t)(KL_LOGIT_CHUNK_BYTES / itemsize);
+        return 0;
     }
     const Py_ssize_t chunk = PyNumber_AsSsize_t(chunk_obj, PyExc_OverflowError);
     if (chunk == -1 && PyErr_Occurred()) {
@@ -623,6 +624,23 @@ static Py_ssize_t kl_chunk_arg(PyObject *chunk_obj, size_t itemsize)
         return -1;
     }
     return chunk;
+}
+
+/* The chunk in elements of rows like x's (*chunk, or for 0 KL_LOGIT_CHUNK_BYTES of them)
+ * and the kernels' scratch for it, three chunks of a row (_native_logits.h,
+ * _native_loss.h); NULL with an exception. x is 2-D. */
+static void *kl_scratch(const Py_buffer *x, Py_ssize_t *chunk)
+{
+    if (*chunk == 0) {
+        *chunk = KL_LOGIT_CHUNK_BYTES / x->itemsize;
+    }
+    const size_t chunk_bytes = (size_t)(x->shape[1] < *chunk ? x->shape[1] : *chunk) *
+                               (size_t)x->itemsize;
+    void *scratch = PyMem_RawMalloc(3 * chunk_bytes + 1);
+    if (scratch == NULL) {
+        PyErr_NoMemory();
+    }
+    return scratch;
 }
 
 PyDoc_STRVAR(kl_logit_rows_doc,
@@ -642,8 +660,8 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
                                      &b_obj, &out_obj, &variant_obj, &chunk_obj)) {
         return NULL;
     }
-    Py_ssize_t chunk = 0; /* the default, once the element size is known */
-    if (chunk_obj != Py_None && (chunk = kl_chunk_arg(chunk_obj, 1)) < 0) {
+    Py_ssize_t chunk = kl_chunk_arg(chunk_obj);
+    if (chunk < 0) {
         return NULL;
     }
     const kl_variant *variant = kl_find_variant(variant_obj);
@@ -658,12 +676,6 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
     PyObject *result = NULL;
     const char kind = kl_check_pair(a, b, "a and b");
     void *scratch = NULL;
-    /* the kernel's scratch: three chunks of a row (_native_logits.h) */
-    if (chunk == 0 && kind != 0) {
-        chunk = KL_LOGIT_CHUNK_BYTES / a->itemsize;
-    }
-    const size_t chunk_bytes = (size_t)(a->shape[1] < chunk ? a->shape[1] : chunk) *
-                               (size_t)a->itemsize;
     if (kind == 0) {
         /* the exception is set */
     }
@@ -671,8 +683,8 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
         PyErr_SetString(PyExc_ValueError,
                         "out must be a 1-D float32 or float64 array of one element per row");
     }
-    else if ((scratch = PyMem_RawMalloc(3 * chunk_bytes + 1)) == NULL) {
-        PyErr_NoMemory();
+    else if ((scratch = kl_scratch(a, &chunk)) == NULL) {
+        /* the exception is set */
     }
     else {
         const kl_logit_rows_fn run = variant->logits[kind == 'f' ? 0 : 1];
@@ -717,8 +729,8 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
                                      &tolerance_obj, &variant_obj, &chunk_obj)) {
         return NULL;
     }
-    Py_ssize_t chunk = 0; /* the default, once the element size is known */
-    if (chunk_obj != Py_None && (chunk = kl_chunk_arg(chunk_obj, 1)) < 0) {
+    Py_ssize_t chunk = kl_chunk_arg(chunk_obj);
+    if (chunk < 0) {
         return NULL;
     }
     double tolerance = -1.0;
@@ -748,9 +760,6 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
     PyObject *result = NULL;
     const char kind = kl_check_pair(p, y, "pred and target");
     void *scratch = NULL;
-    if (chunk == 0 && kind != 0) {
-        chunk = KL_LOGIT_CHUNK_BYTES / p->itemsize;
-    }
     if (kind == 0) {
         /* the exception is set */
     }
@@ -763,17 +772,15 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
         PyErr_SetString(PyExc_ValueError, "grad must be a writable array of pred's dtype and "
                                           "shape, rows contiguous");
     }
-    else if ((scratch = PyMem_RawMalloc(3 * (size_t)(p->shape[1] < chunk ? p->shape[1] : chunk) *
-                                            (size_t)p->itemsize +
-                                        1)) == NULL) {
-        PyErr_NoMemory();
+    else if ((scratch = kl_scratch(p, &chunk)) == NULL) {
+        /* the exception is set */
     }
     else {
+        const kl_loss_rows_fn run = variant->loss[kind == 'f' ? 0 : 1];
         int off;
         Py_BEGIN_ALLOW_THREADS
-        off = variant->loss[kind == 'f' ? 0 : 1](p->buf, p->strides[0], y->buf, y->strides[0], p->shape[0],
-                                p->shape[1], chunk, norm_target, scale, g->buf, g->strides[0],
-                                scratch, res->buf, tolerance);
+        off = run(p->buf, p->strides[0], y->buf, y->strides[0], p->shape[0], p->shape[1], chunk,
+                  norm_target, scale, g->buf, g->strides[0], scratch, res->buf, tolerance);
         Py_END_ALLOW_THREADS
         result = PyBool_FromLong(off);
     }

@@ -152,7 +152,7 @@ KL_ATTR static int KL_NAME(kl_loss_rows, KL_TYPE, KL_VARIANT)(
             }
         }
         else {
-            /* exp_y holds the rounding of pred - max, delta pred - max */
+            /* (KL_HAS_WIDER) exp_y holds the rounding of pred - max, delta pred - max */
             double sum_s = 0.0, sum_y = 0.0, sum_y_err = 0.0;
             for (Py_ssize_t start = 0; start < n; start += chunk) {
                 const Py_ssize_t m = n - start < chunk ? n - start : chunk;
