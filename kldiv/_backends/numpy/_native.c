@@ -71,6 +71,15 @@
 #define KL_LANES 8
 /* float64 lanes of a float32 row's sums (_native_row.h's kl_sum): two AVX-512 vectors */
 #define KL_SUM_LANES 16
+/* Rows per call of a row kernel (kl_rows_finish) */
+#define KL_BLOCK_ROWS 256
+
+/* What a row kernel leaves for a block of rows: each row's value, sum(p) and sum(q), one
+ * array apiece, so that the finish (_native_variant.h's kl_block_finish) reads them as
+ * vectors. */
+typedef struct {
+    double value[KL_BLOCK_ROWS], sum_p[KL_BLOCK_ROWS], sum_q[KL_BLOCK_ROWS];
+} kl_block;
 
 #if defined(__GNUC__) || defined(__clang__)
 #define KL_INLINE inline __attribute__((always_inline))
@@ -267,7 +276,9 @@ static KL_INLINE int64_t kl_label_at(const char *row, int label_code, Py_ssize_t
 /* ---- variants ---------------------------------------------------------------------------- */
 
 typedef void (*kl_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, Py_ssize_t,
-                           Py_ssize_t, double *);
+                           Py_ssize_t, kl_block *);
+
+typedef int (*kl_block_finish_fn)(kl_block *, Py_ssize_t, void *, char, double);
 
 typedef void (*kl_logit_rows_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, Py_ssize_t,
                                  Py_ssize_t, Py_ssize_t, void *, void *, char);
@@ -292,6 +303,7 @@ typedef struct {
     const char *name;
     kl_rows_fn rows[KL_N_OPS][2]; /* [divergence][0: float32, 1: float64] */
     kl_rows_fn measure[2];
+    kl_block_finish_fn finish;
     kl_rel_entr_fn rel_entr[2];
     kl_logit_rows_fn logits[2];
     kl_loss_rows_fn loss[2];
@@ -305,6 +317,8 @@ typedef struct {
 #define KL_TYPED3(name, type) name##_##type
 #define KL_TYPED2(name, type) KL_TYPED3(name, type)
 #define KL_TYPED(name) KL_TYPED2(name, KL_TYPE)
+/* name with the suffix of the variant KL_VARIANT: a function of no element type */
+#define KL_VARIANT_FN(name) KL_TYPED2(name, KL_VARIANT)
 
 /* _native_variant.h instantiates the kernels of _native_row.h (both element types) and
  * _native_logits.h for the variant named KL_VARIANT, with target attribute KL_ATTR. */
@@ -328,6 +342,7 @@ typedef struct {
      {KL_PAIR(kl, v), KL_PAIR(entropy, v), KL_PAIR(cross, v), KL_PAIR(js, v),                \
       KL_PAIR(hellinger, v), KL_PAIR(tv, v)},                                                \
      {KL_NAME(kl_measure_rows, kl_f32, v), KL_NAME(kl_measure_rows, kl_f64, v)},             \
+     KL_TYPED2(kl_block_finish, v),                                                          \
      {KL_NAME(kl_rel_entr_rows, kl_f32, v), KL_NAME(kl_rel_entr_rows, kl_f64, v)},           \
      {KL_NAME(kl_logit_rows, f32, v), KL_NAME(kl_logit_rows, f64, v)},                       \
      {KL_NAME(kl_loss_rows, f32, v), KL_NAME(kl_loss_rows, f64, v)},                         \
@@ -437,36 +452,24 @@ static char kl_check_pair(const Py_buffer *x, const Py_buffer *y, const char *na
     }
     return kind;
 }
-
-/* Rows per call of a row kernel: their (KL, sum p, sum q) on the stack. */
-#define KL_BLOCK_ROWS 256
 /* the logits kernel's default chunk of a row (_native_logits.h), in bytes of each input */
 #define KL_LOGIT_CHUNK_BYTES (256 * 1024)
 
-/* Run the row kernel `run` on all rows and finish each row as kl_rows's docstring says;
- * returns whether a row is off 1 by more than tolerance (< 0: no check). No GIL needed. */
-static int kl_rows_finish(kl_rows_fn run, const Py_buffer *p, const Py_buffer *q, void *out,
-                          char out_kind, double tolerance)
+/* Run the row kernel `run` on all rows, a block at a time, each block finished by `finish`
+ * as kl_rows's docstring says; returns whether a row is off 1 by more than tolerance (< 0:
+ * no check). No GIL needed. */
+static int kl_rows_finish(kl_rows_fn run, kl_block_finish_fn finish, const Py_buffer *p,
+                          const Py_buffer *q, void *out, char out_kind, double tolerance)
 {
-    double res[3 * KL_BLOCK_ROWS];
+    kl_block res;
     const Py_ssize_t rows = p->shape[0];
+    const Py_ssize_t size = (Py_ssize_t)(out_kind == 'f' ? sizeof(float) : sizeof(double));
     int off = 0;
     for (Py_ssize_t r0 = 0; r0 < rows; r0 += KL_BLOCK_ROWS) {
         const Py_ssize_t k = rows - r0 < KL_BLOCK_ROWS ? rows - r0 : KL_BLOCK_ROWS;
         run((const char *)p->buf + r0 * p->strides[0], p->strides[0],
-            (const char *)q->buf + r0 * q->strides[0], q->strides[0], k, p->shape[1], res);
-        for (Py_ssize_t j = 0; j < k; j++) {
-            double kl = res[3 * j];
-            const double sum_p = res[3 * j + 1], sum_q = res[3 * j + 2];
-            if (!(isfinite(kl) && isfinite(sum_p) && isfinite(sum_q))) {
-                kl = (double)NAN; /* for the caller to redo */
-            }
-            else if (tolerance >= 0.0) {
-                off |= !(fabs(sum_p - 1.0) <= tolerance && fabs(sum_q - 1.0) <= tolerance);
-                kl = kl < 0.0 ? 0.0 : kl;
-            }
-            kl_store(out, out_kind, r0 + j, kl);
-        }
+            (const char *)q->buf + r0 * q->strides[0], q->strides[0], k, p->shape[1], &res);
+        off |= finish(&res, k, (char *)out + r0 * size, out_kind, tolerance);
     }
     return off;
 }
@@ -549,7 +552,7 @@ static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *
         const kl_rows_fn run = measures ? variant->measure[type] : variant->rows[op][type];
         int off;
         Py_BEGIN_ALLOW_THREADS
-        off = kl_rows_finish(run, p, q, out->buf, out_kind, tolerance);
+        off = kl_rows_finish(run, variant->finish, p, q, out->buf, out_kind, tolerance);
         Py_END_ALLOW_THREADS
         result = PyBool_FromLong(off);
     }

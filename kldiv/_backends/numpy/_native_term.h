@@ -36,7 +36,7 @@ static KL_INLINE KL_BITS_T KL_TN(kl_bits)(KL_T x)
 
 /* The fast domain: q normal and finite, p the same or zero. The kernels test only the
  * lower ends: NaN fails every comparison, and an infinite entry makes its row's sum of p or
- * of q infinite, which kl_rows_finish sees. */
+ * of q infinite, which the block's finish sees (kl_block_finish). */
 static KL_INLINE int KL_TN(kl_domain)(KL_T x, KL_T y)
 {
     return ((x >= KL_MIN) | (x == (KL_T)0)) & (y >= KL_MIN);
