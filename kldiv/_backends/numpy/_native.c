@@ -8,7 +8,8 @@
  *
  * The math. For p, q > 0 write p/q = 2**e * mp/mq with mp/mq in [2/3, 3/2], taken from the
  * floats' exponent and mantissa bits, exactly, by integer operations alone (kl_split: the
- * mantissas' difference says whether q's mantissa is doubled, halved or kept). Then
+ * difference of their bits, plus half a unit, gives e, and with it whether q's mantissa is
+ * doubled, halved or kept). Then
  * s = (mp - mq)/(mp + mq) has |s| <= 0.2, mp - mq is exact (Sterbenz), and
  * log(p/q) = e*ln2 + 2*atanh(s), with atanh(s) - s = s**3 * (1/3 + s**2/5 + ...) summed to the
  * input's precision. Each term is t = p*log(p/q) - (p - q) >= 0, and KL = sum(t) + sum(p - q):

@@ -55,42 +55,46 @@ static KL_INLINE KL_TN(kl_pieces) KL_TN(kl_split)(KL_T x, KL_T y)
     const KL_BITS_T bx = KL_TN(kl_bits)(x), by = KL_TN(kl_bits)(y);
     const KL_BITS_T mantissa = ((KL_BITS_T)1 << KL_MANT_BITS) - 1;
     const KL_BITS_T one = KL_TN(kl_bits)((KL_T)1), unit = (KL_BITS_T)1 << KL_MANT_BITS;
-    /* With fx, fy the mantissas' fractions (x = 2**ex * (1 + fx)), k = floor(fx - fy + 1.5) - 1
-     * in {-1, 0, 1}, read off the sum of the mantissa fields and 1.5 in their units: then
-     * mx = 1 + fx over my = (1 + fy)*2**k lies in [2/3, 3/2], so |s| <= 0.2, and
-     * p/q = 2**e * mx/my with e = ex - ey + k. Integer operations only, no comparison: any
-     * pair within a factor 4/3 gets e == 0. */
-    const KL_BITS_T k1 = ((bx & mantissa) + 3 * (unit >> 1) - (by & mantissa)) >> KL_MANT_BITS;
+    /* half the range of the bits (256 or 2048 units): keeps the sum below positive */
+    const KL_BITS_T offset = (KL_BITS_T)1 << (8 * sizeof(KL_BITS_T) - 1);
+    /* With x = 2**ex * (1 + fx) and y = 2**ey * (1 + fy) (fx, fy the mantissas' fractions),
+     * e = ex - ey + k with k = floor(fx - fy + 1/2) in {-1, 0, 1} is the floor of the bits of
+     * x less those of y, plus half a unit, over the unit: read off `sum` by a shift, the
+     * offset keeping it positive. Then p/q = 2**e * mx/my with mx = 1 + fx and
+     * my = (1 + fy)*2**k = y*2**(e - ex) in [2/3, 3/2]*mx, so |s| <= 0.2: my's bits are y's
+     * plus e units less x's exponent field (2**ex has 1.0's bits plus ex units). Integer
+     * operations only, no comparison: any pair within a factor 4/3 gets e == 0. */
+    const KL_BITS_T sum = bx - by + (unit >> 1) + offset;
     const KL_T mx = KL_TN(kl_from_bits)((bx & mantissa) | one);
-    const KL_T my = KL_TN(kl_from_bits)(((by & mantissa) | one) + k1 * unit - unit);
+    const KL_T my = KL_TN(kl_from_bits)(by + (sum & ~mantissa) - (bx & ~mantissa) + (one - offset));
     /* e, exact, through the shifter (1.5 * 2**KL_MANT_BITS), whose bits plus a small integer
-     * (modulo 2**w) are the bits of the shifter plus that integer: no integer conversion */
-    const KL_BITS_T shifter = KL_TN(kl_bits)(KL_EXP_SHIFTER);
-    const KL_T e = KL_TN(kl_from_bits)(shifter + (bx >> KL_MANT_BITS) - (by >> KL_MANT_BITS) +
-                                       k1 - 1) -
-                   KL_EXP_SHIFTER;
+     * are the bits of the shifter plus that integer: no integer conversion (AVX2 has none
+     * for 64-bit integers) */
+    const KL_T e = KL_TN(kl_from_bits)(KL_TN(kl_bits)(KL_EXP_SHIFTER) + (sum >> KL_MANT_BITS)) -
+                   (KL_EXP_SHIFTER + (KL_T)(offset >> KL_MANT_BITS));
     const KL_T s = (mx - my) / (mx + my);
     const KL_T z = s * s;
-    /* atanh(s) - s = s*z*(1/3 + z/5 + ...); |s| <= 0.2, so the first term left out,
+    /* 2*(atanh(s) - s) = s*z*(2/3 + 2z/5 + ...); |s| <= 0.2, so the first term left out,
      * z**KL_SPLIT_TERMS/(2*KL_SPLIT_TERMS + 3), is below the type's rounding (float32:
      * 7.9e-9, float64: 1.7e-17) */
     KL_T poly = 0;
     for (int k = KL_SPLIT_TERMS - 1; k >= 0; k--) {
-        poly = poly * z + (KL_T)1 / (KL_T)(2 * k + 3);
+        poly = poly * z + (KL_T)2 / (KL_T)(2 * k + 3);
     }
-    const KL_T a = s * z * poly;
-    const KL_T log_ratio = e * KL_LN2_HI + ((KL_T)2 * s + ((KL_T)2 * a + e * KL_LN2_LO));
-    const KL_TN(kl_pieces) pieces = {(x + y) * (z + ((KL_T)1 + s) * a), x * log_ratio,
-                                     log_ratio, e == (KL_T)0};
+    const KL_T a2 = s * z * poly;
+    const KL_T log_ratio = e * KL_LN2_HI + ((KL_T)2 * s + (a2 + e * KL_LN2_LO));
+    /* near: (x + y)*(z + (1 + s)*(atanh(s) - s)) */
+    const KL_T near = (x + y) * (z + ((KL_T)0.5 + (KL_T)0.5 * s) * a2);
+    const KL_TN(kl_pieces) pieces = {near, x * log_ratio, log_ratio, e == (KL_T)0};
     return pieces;
 }
 
-/* t = p*log(p/q) - (p - q) >= 0. */
+/* t = p*log(p/q) - (p - q) >= 0. p == 0 gives q: its e is below 0 (q is normal), and
+ * 0*log(p/q) is 0 however wrong the logarithm. */
 static KL_INLINE KL_T KL_TN(kl_term)(KL_T x, KL_T y)
 {
     const KL_TN(kl_pieces) pieces = KL_TN(kl_split)(x, y);
-    KL_T t = pieces.is_near ? pieces.near : pieces.x_log_ratio - (x - y);
-    t = x == (KL_T)0 ? y : t;
+    const KL_T t = pieces.is_near ? pieces.near : pieces.x_log_ratio - (x - y);
     return KL_TN(kl_domain)(x, y) ? t : (KL_T)NAN;
 }
 
@@ -129,9 +133,9 @@ static KL_INLINE KL_T KL_TN(kl_log)(KL_T x)
     const KL_T z = s * s;
     KL_T poly = 0;
     for (int k = KL_POLY_TERMS - 1; k >= 0; k--) {
-        poly = poly * z + (KL_T)1 / (KL_T)(2 * k + 3);
+        poly = poly * z + (KL_T)2 / (KL_T)(2 * k + 3); /* 2*(atanh(s) - s)/(s*z) */
     }
-    return e * KL_LN2_HI + ((KL_T)2 * s + ((KL_T)2 * (s * z * poly) + e * KL_LN2_LO));
+    return e * KL_LN2_HI + ((KL_T)2 * s + (s * z * poly + e * KL_LN2_LO));
 }
 
 /* -p*log(p), 0 at p == 0: entropy's term, >= 0 for p <= 1 (y is ignored: the row kernels
