@@ -9,6 +9,7 @@ path (test_numpy_backend.py's ``tiling`` fixture runs them and the pure NumPy ti
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kldiv
+from kldiv import _validation as v
 from kldiv._backends import numpy as nb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -644,6 +646,29 @@ def test_every_divergence_flags_a_row_off_one(op):
     out = np.empty(3)
     assert native.kl_rows(p, p, out, 1e-6, op=op) is True
     assert native.kl_rows(p[::2], p[::2], out[:2], 1e-6, op=op) is False
+
+
+@pytest.mark.parametrize("n", [1000, 100_000])
+@pytest.mark.parametrize("op", ["kl", *OPS])
+def test_the_check_of_the_mass_tells_rows_half_a_tolerance_apart(op, n):
+    """float32 rows off 1 by at most half the tolerance pass, by 1.5 times it are flagged, as
+    the exact sums (math.fsum) of their entries say: the kernels' float32 sums of p and q
+    within a chunk (all but KL's) keep the check's boundary within a fifth of it."""
+    rng = np.random.default_rng([n, len(op)])
+    tolerance = v.sum_tolerance(np.float32, n, np)
+    p, q = (x / x.sum(axis=1, keepdims=True) for x in rng.exponential(size=(2, 8, n)))
+    for row, off in enumerate([0.5, -0.5, 1.5, -1.5]):
+        p[row] *= 1 + off * tolerance
+        q[7 - row] *= 1 + off * tolerance
+    p, q = p.astype(np.float32), q.astype(np.float32)
+    q = p if op == "entropy" else q
+    exact = [max(abs(math.fsum(x[row].tolist()) - 1) for x in (p, q)) for row in range(8)]
+    assert all(e <= 0.55 * tolerance or e >= 1.45 * tolerance for e in exact)  # as built
+    for row in range(8):
+        chosen = np.zeros(8, bool)
+        chosen[row] = True
+        flagged = native.kl_rows(p[chosen], q[chosen], np.empty(1), tolerance, op=op)
+        assert flagged is (exact[row] > tolerance), (row, exact[row] / tolerance)
 
 
 def test_an_unknown_op_and_measures_of_another_op_are_refused():
