@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import mpmath
 import numpy as np
 import scipy.spatial.distance
 import scipy.special
@@ -78,3 +79,34 @@ def inputs(name: str, shape: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray
     if DIVERGENCES[name].logits:
         return rng.standard_normal(shape) * 3, rng.standard_normal(shape) * 3
     return random_distributions(rng, shape), random_distributions(rng, shape)
+
+
+def mp_softmax_kl_rows(
+    pred: np.ndarray, target: np.ndarray, norm_target: bool
+) -> tuple[list[Any], list[list[Any]]]:
+    """PuzzleLib's KLDivergence loss row by row in 50-digit mpmath, on the exact floats:
+    each row's error sum(y*(log(y) - log(s))), s = softmax(pred) and y the target (entries
+    of 0 adding nothing) or its softmax (``norm_target``), and its grad (y - s)/N, N the
+    rows; both as mpf, for the caller to round or sum."""
+    rows = len(pred)
+    errors, grads = [], []
+    with mpmath.workdps(50):
+        for br, yr in zip(np.asarray(pred).tolist(), np.asarray(target).tolist(), strict=True):
+            log_norm = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in br))
+            log_s = [x - log_norm for x in br]
+            if norm_target:
+                log_t = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in yr))
+                log_y = [x - log_t for x in yr]
+                y = [mpmath.exp(v) for v in log_y]
+            else:
+                y = [mpmath.mpf(v) for v in yr]
+                log_y = [mpmath.log(v) if v > 0 else None for v in y]
+            errors.append(
+                mpmath.fsum(
+                    v * (ly - ls)
+                    for v, ly, ls in zip(y, log_y, log_s, strict=True)
+                    if ly is not None
+                )
+            )
+            grads.append([(v - mpmath.exp(ls)) / rows for v, ls in zip(y, log_s, strict=True)])
+    return errors, grads

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 import kldiv
 from kldiv import _validation as v
 from kldiv._backends import numpy as nb
+from tests._references import mp_softmax_kl_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 # as setup.py hashes them into the build: the C source and its headers, by name
@@ -781,39 +782,13 @@ _LOSS_MP: dict[tuple[bool, float | None], tuple[np.ndarray, np.ndarray]] = {}
 
 
 def loss_mp_reference(norm_target, gap):
-    """Each row's sum(y*log(y/s)) and the grad (y - s)/N of the float64 loss_rows_case in
-    50-digit mpmath, on the exact floats (computed once per case)."""
+    """Each row's error and the grad of the float64 loss_rows_case in 50-digit mpmath
+    (mp_softmax_kl_rows), rounded to float64, computed once per case."""
     key = (norm_target, gap)
     if key not in _LOSS_MP:
         pred, target = loss_rows_case(np.float64, norm_target, gap)
-        errors, grad = [], []
-        with mpmath.workdps(50):
-            for br, yr in zip(pred.tolist(), target.tolist(), strict=True):
-                log_norm = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in br))
-                log_s = [x - log_norm for x in br]
-                if norm_target:
-                    log_t = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in yr))
-                    y = [mpmath.exp(x - log_t) for x in yr]
-                    log_y = [x - log_t for x in yr]
-                else:
-                    y = [mpmath.mpf(v) for v in yr]
-                    log_y = [mpmath.log(v) if v > 0 else None for v in y]
-                errors.append(
-                    float(
-                        mpmath.fsum(
-                            v * (ly - ls)
-                            for v, ly, ls in zip(y, log_y, log_s, strict=True)
-                            if ly is not None
-                        )
-                    )
-                )
-                grad.append(
-                    [
-                        float((v - mpmath.exp(ls)) / len(pred))
-                        for v, ls in zip(y, log_s, strict=True)
-                    ]
-                )
-        _LOSS_MP[key] = np.array(errors), np.array(grad)
+        errors, grads = mp_softmax_kl_rows(pred, target, norm_target)
+        _LOSS_MP[key] = np.array(errors, dtype=np.float64), np.array(grads, dtype=np.float64)
     return _LOSS_MP[key]
 
 
