@@ -136,3 +136,14 @@ def test_bench_libraries_quick(tmp_path: Path) -> None:
         assert case["ratio"] > 0
     assert "floor" in data["cases"]["dask"]["median_s"]
     assert len(data["targets"]) == len(libraries.LIMITS)
+
+
+def test_accuracy_kernels_quick() -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(Path(__file__).resolve().parent))
+        kernels = importlib.import_module("accuracy_kernels")
+    lines = kernels.main(["--rows", "1"])
+    rows = [line for line in lines if line.startswith("| ") and "---" not in line]
+    # a header and 5 kernels x 2 dtypes x 4 kinds; a header and 6 loss cases
+    assert len(rows) == 1 + 5 * 2 * len(kernels.KINDS) + 1 + 6
+    assert all(len(row.split("|")) == 7 for row in rows)
