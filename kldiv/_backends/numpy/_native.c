@@ -181,7 +181,7 @@ static const double kl_inv_factorial[20] = {1.0,
 #define KL_TN(name) name##_f32
 #define KL_MANT_BITS 23
 #define KL_MIN FLT_MIN
-#define KL_POLY_TERMS 5
+#define KL_POLY_TERMS 4
 #define KL_SPLIT_TERMS 5
 #define KL_SQRT2 KL_SQRT2_F32
 #define KL_LN2_HI KL_LN2_HI_F32
