@@ -110,3 +110,14 @@ def mp_softmax_kl_rows(
             )
             grads.append([(v - mpmath.exp(ls)) / rows for v, ls in zip(y, log_s, strict=True)])
     return errors, grads
+
+
+def naive_softmax_kl_rows(pred: np.ndarray, target: np.ndarray, norm_target: bool) -> np.ndarray:
+    """The same loss's row errors by the textbook form in the inputs' own dtype,
+    sum(y*(log(y) - log_softmax(pred))), y the target (entries of 0 adding nothing) or its
+    softmax: the naive side the near-identical loss tests and accuracy_kernels.py compare."""
+    log_s = log_softmax(pred)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_y = log_softmax(target) if norm_target else np.log(target)
+        y = np.exp(log_y) if norm_target else target
+        return np.sum(np.where(y > 0, y * (log_y - log_s), 0), axis=-1)
