@@ -110,8 +110,8 @@ KL_ATTR static KL_INLINE void KL_FN(kl_lane_sums)(const KL_T *restrict p, const 
 #define KL_CHUNK_SUM_T double
 #endif
 
-KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q, Py_ssize_t m,
-                                  const KL_T *restrict terms, double *acc)
+KL_ATTR static KL_INLINE void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q,
+                                            Py_ssize_t m, const KL_T *restrict terms, double *acc)
 {
     double *restrict t = acc, *restrict sp = acc + KL_SUM_LANES;
 #if KL_UNARY
@@ -127,8 +127,15 @@ KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q
 #else
     double *restrict fp = sp; /* KL: float64 throughout */
 #endif
-    Py_ssize_t i = 0;
-    for (; i + KL_SUM_LANES <= m; i += KL_SUM_LANES) {
+    /* Counted in whole blocks: under CPython's -fwrapv, GCC cannot count the loop
+     * `i + KL_SUM_LANES <= m` and unrolled it with the lanes stored to memory on every step
+     * (store-forwarding chains: kl_sum was 18-29% of cross entropy's samples under perf).
+     * Counted and inlined (both needed; inlined alone was slower), on one core, bit for bit
+     * the same: entropy 0.88-0.91x the time, cross entropy 0.80-0.87x, Hellinger 0.80-0.83x,
+     * KL unchanged. */
+    const Py_ssize_t whole = m / KL_SUM_LANES;
+    for (Py_ssize_t b = 0; b < whole; b++) {
+        const Py_ssize_t i = b * KL_SUM_LANES;
 #pragma omp simd
         for (int l = 0; l < KL_SUM_LANES; l++) {
             t[l] += (double)terms[i + l];
@@ -140,7 +147,7 @@ KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q
 #endif
         }
     }
-    for (; i < m; i++) {
+    for (Py_ssize_t i = whole * KL_SUM_LANES; i < m; i++) {
         t[0] += (double)terms[i];
         fp[0] += (KL_CHUNK_SUM_T)p[i];
 #if KL_FLOAT_SUMS && !KL_UNARY
