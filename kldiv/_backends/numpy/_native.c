@@ -152,33 +152,34 @@ static KL_INLINE void kl_transpose_f32(const char *base, Py_ssize_t stride, floa
 #define KL_LN2_HI_F64 6.93147180369123816490e-01 /* 0x3fe62e42fee00000 */
 #define KL_LN2_LO_F64 1.90821492927058770002e-10 /* 0x3dea39ef35793c76 */
 
-/* Estrin's scheme for the atanh series of _native_term.h: KL_ESTRIN(C, N, x) is
- * sum over k < N of C(k)*x**k (N = 4, 5, 10 or 11), as pairs C(k) + C(k + 1)*x joined by
- * x**2, x**4 and x**8. Horner's rule chains N dependent multiply-adds per element, which left
- * too few elements in flight for the core to overlap (float64 KL's loop: 52 instructions, a
- * chain of about 95 cycles, 40 cycles an iteration); Estrin's chain is 4 deep. The
- * coefficients are positive and x = s*s >= 0: no term cancels, so it is as exact as Horner's.
- * Measured on one core against Horner's, in one process, three runs: float64 KL 0.87-0.96x
- * the time on rows of 1000 to 100000; float32 KL, entropy and cross entropy 0.91-1.05x (about
- * the noise of a run; the float32 series are short). Where a loop is bound by its count of
- * operations rather than its chain, the extra powers cost: js_term's own series measured
- * 1.03-1.10x and keeps Horner's, as do the logits' Taylor series (exp, expm1, phi: no gain). x must be a variable: its powers are written out and left to the
- * compiler to share. */
-#define KL_ESTRIN_SQ(x) ((x) * (x))
-#define KL_ESTRIN_P2(C, k, x) (C(k) + C((k) + 1) * (x))
-#define KL_ESTRIN_P4(C, k, x)                                                                  \
-    (KL_ESTRIN_P2(C, k, x) + KL_ESTRIN_P2(C, (k) + 2, x) * KL_ESTRIN_SQ(x))
-#define KL_ESTRIN_P8(C, x)                                                                     \
-    (KL_ESTRIN_P4(C, 0, x) + KL_ESTRIN_P4(C, 4, x) * KL_ESTRIN_SQ(KL_ESTRIN_SQ(x)))
-#define KL_ESTRIN_X8(x) KL_ESTRIN_SQ(KL_ESTRIN_SQ(KL_ESTRIN_SQ(x)))
-#define KL_ESTRIN_4(C, x) KL_ESTRIN_P4(C, 0, x)
-#define KL_ESTRIN_5(C, x) (KL_ESTRIN_P4(C, 0, x) + C(4) * KL_ESTRIN_SQ(KL_ESTRIN_SQ(x)))
-#define KL_ESTRIN_10(C, x) (KL_ESTRIN_P8(C, x) + KL_ESTRIN_P2(C, 8, x) * KL_ESTRIN_X8(x))
-#define KL_ESTRIN_11(C, x)                                                                     \
-    (KL_ESTRIN_P8(C, x) + (KL_ESTRIN_P2(C, 8, x) + C(10) * KL_ESTRIN_SQ(x)) * KL_ESTRIN_X8(x))
-#define KL_ESTRIN_CAT(n) KL_ESTRIN_##n
-#define KL_ESTRIN_N(n) KL_ESTRIN_CAT(n)
-#define KL_ESTRIN(C, N, x) KL_ESTRIN_N(N)(C, x)
+/* The atanh series of _native_term.h: KL_SERIES(C, N, x) is sum over k < N of C(k)*x**k.
+ * float32's (N = 4, 5) by Horner's rule; float64's (N = 10, 11) by Estrin's scheme, as pairs
+ * C(k) + C(k + 1)*x joined by x**2, x**4 and x**8. Horner's chains N dependent multiply-adds
+ * an element, which in float64 left too few elements in flight for the core to overlap
+ * (float64 KL's loop: 52 instructions, a chain of about 95 cycles, 40 cycles an iteration);
+ * Estrin's chain is 4 deep. The coefficients are positive and x = s*s >= 0: no term cancels,
+ * so it is as exact as Horner's. Measured on one core against Horner's, in one process,
+ * three runs: float64 KL 0.87-0.96x the time on rows of 1000 to 100000, float64 entropy and
+ * cross entropy 0.83-1.02x. float32's short series gained only noise (0.91-1.05x) and W4's
+ * rows of 10 lost 1-2%: they keep Horner's. Where a loop is bound by its count of operations
+ * rather than its chain, the extra powers cost: js_term's own series measured 1.03-1.10x and
+ * keeps Horner's, as do the logits' Taylor series (exp, expm1, phi: no gain). x must be a
+ * variable: its powers are written out and left to the compiler to share. */
+#define KL_SERIES_SQ(x) ((x) * (x))
+#define KL_SERIES_P2(C, k, x) (C(k) + C((k) + 1) * (x))
+#define KL_SERIES_P4(C, k, x)                                                                  \
+    (KL_SERIES_P2(C, k, x) + KL_SERIES_P2(C, (k) + 2, x) * KL_SERIES_SQ(x))
+#define KL_SERIES_P8(C, x)                                                                     \
+    (KL_SERIES_P4(C, 0, x) + KL_SERIES_P4(C, 4, x) * KL_SERIES_SQ(KL_SERIES_SQ(x)))
+#define KL_SERIES_X8(x) KL_SERIES_SQ(KL_SERIES_SQ(KL_SERIES_SQ(x)))
+#define KL_SERIES_4(C, x) (C(0) + (x) * (C(1) + (x) * (C(2) + (x) * C(3))))
+#define KL_SERIES_5(C, x) (C(0) + (x) * (C(1) + (x) * (C(2) + (x) * (C(3) + (x) * C(4)))))
+#define KL_SERIES_10(C, x) (KL_SERIES_P8(C, x) + KL_SERIES_P2(C, 8, x) * KL_SERIES_X8(x))
+#define KL_SERIES_11(C, x)                                                                     \
+    (KL_SERIES_P8(C, x) + (KL_SERIES_P2(C, 8, x) + C(10) * KL_SERIES_SQ(x)) * KL_SERIES_X8(x))
+#define KL_SERIES_CAT(n) KL_SERIES_##n
+#define KL_SERIES_N(n) KL_SERIES_CAT(n)
+#define KL_SERIES(C, N, x) KL_SERIES_N(N)(C, x)
 
 /* 1/k! for k = 0..19, the Taylor coefficients of _native_term.h's exp, expm1 and phi */
 static const double kl_inv_factorial[20] = {1.0,

@@ -22,7 +22,7 @@
  * (C++ would need a C++ compiler at install for one function of each kind). It undefines
  * these macros at its end, ready for the next type. */
 
-/* The atanh series' coefficients, for KL_ESTRIN (_native.c): 2/(2k + 3), of
+/* The atanh series' coefficients, for KL_SERIES (_native.c): 2/(2k + 3), of
  * 2*(atanh(s) - s)/s**3 in s*s (kl_split, kl_log). */
 #define KL_ATANH_C(k) ((KL_T)2 / (KL_T)(2 * (k) + 3))
 
@@ -83,7 +83,7 @@ static KL_INLINE KL_TN(kl_pieces) KL_TN(kl_split)(KL_T x, KL_T y)
     /* 2*(atanh(s) - s) = s*z*(2/3 + 2z/5 + ...); |s| <= 0.2, so the first term left out,
      * z**KL_SPLIT_TERMS/(2*KL_SPLIT_TERMS + 3), is below the type's rounding (float32:
      * 7.9e-9, float64: 1.7e-17) */
-    const KL_T poly = KL_ESTRIN(KL_ATANH_C, KL_SPLIT_TERMS, z);
+    const KL_T poly = KL_SERIES(KL_ATANH_C, KL_SPLIT_TERMS, z);
     const KL_T a2 = s * z * poly;
     const KL_T log_ratio = e * KL_LN2_HI + ((KL_T)2 * s + (a2 + e * KL_LN2_LO));
     /* near: (x + y)*(z + (1 + s)*(atanh(s) - s)) */
@@ -135,7 +135,7 @@ static KL_INLINE KL_T KL_TN(kl_log)(KL_T x)
     const KL_T s = (mx - (KL_T)1) / (mx + (KL_T)1);
     const KL_T z = s * s;
     /* 2*(atanh(s) - s)/(s*z) */
-    const KL_T poly = KL_ESTRIN(KL_ATANH_C, KL_POLY_TERMS, z);
+    const KL_T poly = KL_SERIES(KL_ATANH_C, KL_POLY_TERMS, z);
     return e * KL_LN2_HI + ((KL_T)2 * s + (s * z * poly + e * KL_LN2_LO));
 }
 
