@@ -158,9 +158,9 @@ static KL_INLINE void kl_transpose_f32(const char *base, Py_ssize_t stride, floa
  * an element, which in float64 left too few elements in flight for the core to overlap
  * (float64 KL's loop: 52 instructions, a chain of about 95 cycles, 40 cycles an iteration);
  * Estrin's chain is 4 deep. The coefficients are positive and x = s*s >= 0: no term cancels,
- * so it is as exact as Horner's. Measured on one core against Horner's, in one process,
- * three runs: float64 KL 0.87-0.96x the time on rows of 1000 to 100000, float64 entropy and
- * cross entropy 0.83-1.02x. float32's short series gained only noise (0.91-1.05x) and W4's
+ * so it is as exact as Horner's. Measured on one core against Horner's, in one process:
+ * float64 KL 0.82-0.96x the time on rows of 16 to 100000, float64 entropy and cross entropy
+ * 0.83-1.02x. float32's short series gained only noise (0.91-1.05x) and W4's
  * rows of 10 lost 1-2%: they keep Horner's. Where a loop is bound by its count of operations
  * rather than its chain, the extra powers cost: js_term's own series measured 1.03-1.10x and
  * keeps Horner's, as do the logits' Taylor series (exp, expm1, phi: no gain). x must be a

@@ -183,7 +183,7 @@ KL_ATTR static int KL_NAME(kl_loss_rows, KL_TYPE, KL_VARIANT)(
                  * pred - max in delta. A loop of its own: in one with the terms, an element's
                  * chain of dependent operations (the float64 log's, then phi's series) was
                  * too long for the core to overlap enough elements; apart, bit for bit the
-                 * same, 0.88-0.90x the loss's time on rows of 1000, 0.93-0.95x on 32000. */
+                 * same, 0.88-0.93x the loss's time on rows of 1000, 0.93-0.95x on 32000. */
 #pragma omp simd
                 for (Py_ssize_t i = 0; i < m; i++) {
                     const KL_T y = yc[i];
