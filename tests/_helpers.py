@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import array_api_compat
 import numpy as np
@@ -84,3 +87,14 @@ def numpy_path_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[type]:
 
     monkeypatch.setattr(numpy_path, name, counted)
     return calls
+
+
+@contextlib.contextmanager
+def full_path_only() -> Iterator[None]:
+    """The public functions with the short path (``kldiv._backends.numpy._short``) declining
+    every call: the full path's namespace, dispatch, checks and row views, for a test to
+    compare the short path against or to reach a backend's bridge."""
+    from kldiv._backends.numpy import _short
+
+    with mock.patch.object(_short, "reduction", return_value=None):
+        yield

@@ -1,5 +1,6 @@
-"""The short path for small calls of the compiled reductions (kldiv._backends.numpy._short)
-gives what the full path gives, and steps aside for everything it does not take."""
+"""The short path of the compiled reductions (kldiv._backends.numpy._short), small calls on
+this thread and large ones over the pool, gives what the full path gives, and steps aside
+for everything it does not take."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import kldiv
 from kldiv._backends.numpy import _short
 from kldiv._table import DIVERGENCES
-from tests._helpers import random_distributions
+from tests._helpers import full_path_only, random_distributions
 
 torch = pytest.importorskip("torch")
 
@@ -30,7 +31,7 @@ def args(name, p, q):
 
 
 def full_path(p, q, name="kl_div", **options):
-    with kldiv.options(parallel_min=0):  # nothing is below 0 elements: the short path declines
+    with full_path_only():
         return getattr(kldiv, name)(*args(name, p, q), **options)
 
 
@@ -39,14 +40,20 @@ def inputs(shape, dtype, seed=0):
     return [random_distributions(rng, shape).astype(dtype) for _ in range(2)]
 
 
+# below parallel_min (one compiled call here) and above it (the pool, two threads)
+SHAPES = [pytest.param((3, 5), id="small"), pytest.param((300, 1000), id="large")]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("options", CALLS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("library", ["numpy", "torch"])
 @pytest.mark.parametrize("name", SHORT)
-def test_the_short_path_equals_the_full_path(name, library, dtype, options):
+def test_the_short_path_equals_the_full_path(name, library, dtype, options, shape):
     if "base" in options and not DIVERGENCES[name].base:
         pytest.skip(f"{name} has no base")
-    p, q = inputs((3, 5), dtype)
+    p, q = inputs(shape, dtype)
+    assert (p.size < kldiv.get_options().parallel_min) == (shape == (3, 5))
     if library == "torch":
         p, q = torch.from_numpy(p), torch.from_numpy(q)
     assert (
@@ -60,8 +67,9 @@ def test_the_short_path_equals_the_full_path(name, library, dtype, options):
         )
         is not None
     )
-    got = getattr(kldiv, name)(*args(name, p, q), **options)
-    expected = full_path(p, q, name, **options)
+    with kldiv.options(threads=2):
+        got = getattr(kldiv, name)(*args(name, p, q), **options)
+        expected = full_path(p, q, name, **options)
     assert type(got) is type(expected)
     assert got.dtype == expected.dtype
     assert tuple(got.shape) == tuple(expected.shape)
@@ -122,3 +130,30 @@ def test_what_it_does_not_take_goes_the_full_way(case):
             kldiv.kl_div(p, q)
     elif case not in ("axis tuple", "bool axis", "0-d"):
         np.testing.assert_array_equal(kldiv.kl_div(p, q), full_path(p, q))
+
+
+def test_a_large_call_redoes_the_rows_its_kernels_leave_nan():
+    """Above parallel_min the short path runs the pool and the full path's redo: a q of 0
+    under a p > 0 (+inf) and a subnormal entry leave their rows to the NumPy tiles, and the
+    result is the full path's, bit for bit, without the full path."""
+    p, q = inputs((300, 1000), "float64")
+    q[7, 3:5] = [0.0, q[7, 3] + q[7, 4]]  # p[7, 3] > 0: +inf
+    p[150, :2] = [1e-310, p[150, 0] + p[150, 1] - 1e-310]  # a subnormal
+    with kldiv.options(threads=2):
+        got = _short.reduction("kl_div", (p, q), -1, False, None, True)
+        assert got is not None
+        assert got[7] == np.inf
+        np.testing.assert_array_equal(got, full_path(p, q))
+
+
+@pytest.mark.parametrize("case", ["negative", "unnormalised"])
+def test_a_large_call_with_a_bad_row_goes_the_full_way(case):
+    p, q = inputs((300, 1000), "float32")
+    if case == "negative":
+        p[200, 5] = -p[200, 5]
+    else:
+        p[200] *= 1.1
+    with kldiv.options(threads=2):
+        assert _short.reduction("kl_div", (p, q), -1, False, None, True) is None
+        with pytest.raises(ValueError, match=r"^p "):
+            kldiv.kl_div(p, q)
