@@ -6,10 +6,11 @@ answer it is checked against. Each case is small, so the whole check takes a few
 
 Paths checked, each where its library is installed:
 
-- ``numpy``: ``short`` (the compiled short path of small inputs, the defaults), ``compiled``
-  (the full path through the compiled row kernels and the thread pool, by
-  ``parallel_min=0``), ``tiles`` (the pure NumPy tiles, ``compiled=False``, with small tiles
-  so that rows cross tile boundaries);
+- ``numpy``: ``short`` (the compiled short path, one call on this thread for these small
+  inputs, the defaults), ``pool`` (the short path over the thread pool, by
+  ``parallel_min=0``), ``compiled`` (the full path through the compiled row kernels and the
+  thread pool, past the short path), ``tiles`` (the pure NumPy tiles, ``compiled=False``,
+  with small tiles so that rows cross tile boundaries);
 - ``array_api_strict``: the generic array-API code;
 - ``torch``: the bridge of CPU tensors (and CUDA tensors where torch sees a GPU);
 - ``jax``: ``eager`` and ``jit``, with 64-bit arrays switched on for float64;
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 import kldiv
+from kldiv import _funcs
 from kldiv._table import DIVERGENCES
 
 F64 = np.ndarray[Any, Any]
@@ -228,10 +230,18 @@ def _call(name: str, arrays: tuple[Any, ...]) -> Any:
     return getattr(kldiv, name)(*arrays)
 
 
-def _numpy_path(**settings: Any) -> Callable[[str, tuple[F64, ...]], F64]:
+def _numpy_path(*, full: bool = False, **settings: Any) -> Callable[[str, tuple[F64, ...]], F64]:
+    """A NumPy path under ``settings``: the public function, or with ``full`` the full path
+    of its checks, dispatch and row views (``kldiv._funcs._call``), which the short path
+    would otherwise take the place of for these plain arrays."""
+
     def run(name: str, arrays: tuple[F64, ...]) -> F64:
         with kldiv.options(**settings):
-            return np.asarray(_call(name, arrays), dtype=np.float64)
+            if not full:
+                return np.asarray(_call(name, arrays), dtype=np.float64)
+            if DIVERGENCES[name].reduces:
+                return np.asarray(_funcs._call(name, arrays, axis=-1), dtype=np.float64)
+            return np.asarray(_funcs._call(name, arrays), dtype=np.float64)
 
     return run
 
@@ -351,7 +361,8 @@ def paths(libraries: tuple[str, ...] = LIBRARIES) -> list[FastPath]:
     builders: dict[str, Callable[[], list[FastPath]]] = {
         "numpy": lambda: [
             FastPath("numpy", "short", _numpy_path()),
-            FastPath("numpy", "compiled", _numpy_path(parallel_min=0)),
+            FastPath("numpy", "pool", _numpy_path(parallel_min=0)),
+            FastPath("numpy", "compiled", _numpy_path(full=True, parallel_min=0)),
             FastPath("numpy", "tiles", _numpy_path(compiled=False, parallel_min=0, tile=64)),
         ],
         "array_api_strict": lambda: [p for p in (_strict_path(),) if p is not None],
