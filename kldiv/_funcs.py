@@ -122,7 +122,7 @@ def _short_or_call(
     base: float | None,
     validate: bool,
 ) -> Array:
-    """``name`` by the short path where it takes the call (small NumPy arrays or CPU tensors,
+    """``name`` by the short path where it takes the call (plain NumPy arrays or CPU tensors,
     :mod:`kldiv._backends.numpy._short`), else by :func:`_call`."""
     short = _short_path().reduction(name, arrays, axis, keepdims, base, validate)
     if short is not None:
