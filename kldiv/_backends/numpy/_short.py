@@ -4,10 +4,10 @@ kernels, past the full path's Python.
 The full path (namespace, dispatch, checks, row views) costs 0.2-0.4 ms of Python a call on
 a 2-core VM (a ``(2, 3)`` call through it: 176 us warm, 419 us right after other work has
 evicted the caches, where this path takes 5 and 93), and on W1's ``(4096, 1000)`` float32,
-whose kernels take 2 ms, an eighth of the call (W3's ``(64, 32000)``, a fifth). For the reductions with a compiled kernel
-(:data:`kldiv._backends.numpy._FUSED`), NumPy arrays, or plain CPU tensors that need no
-gradient, of one float dtype and shape, C-contiguous, reduced along their last axis, this
-goes straight to the kernels, which check the values as they go: below
+whose kernels take 2 ms, an eighth of the call (W3's ``(64, 32000)``, a fifth). For the
+reductions with a compiled kernel (:data:`kldiv._backends.numpy._FUSED`), NumPy arrays, or
+plain CPU tensors that need no gradient, of one float dtype and shape, C-contiguous, reduced
+along their last axis, this goes straight to the kernels, which check the values as they go: below
 ``kldiv.get_options().parallel_min`` elements in one compiled call on this thread, above it
 by :func:`kldiv._backends.numpy._native_rows` (the thread pool, and the rows the kernels
 leave NaN redone by the NumPy tiles, as the full path does). Anything else, and any result
