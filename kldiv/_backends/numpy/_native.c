@@ -88,6 +88,24 @@ typedef struct {
 #define KL_INLINE inline
 #endif
 
+/* KL_PREFETCH(x): ask for the cache line KL_AHEAD bytes past x, once a line, from the sum
+ * loops of _native_row.h, which read each line of p and q a second time (the terms' loop
+ * read it first): rows that stream from memory keep their next lines in flight while the
+ * terms' arithmetic runs, where the hardware's prefetchers left the loop waiting on them. The
+ * address is made from an integer: it may lie past the row, where a prefetch does nothing
+ * (and cannot fault). On one core of a 2-core Xeon (AVX-512), against the loops without it,
+ * in one process, order alternated, bit for bit the same: float64 KL 0.65-0.71x the time on
+ * (4096, 1000), 0.59-0.75x on (64, 32000) and (16, 1e6); float32 KL, entropy and cross
+ * entropy 0.55-0.73x on (16, 1e6), 0.95x on (4096, 1000); rows held in cache (256, 1000)
+ * 0.93-1.02x. A loop of prefetches before each chunk instead cost 1.10-1.15x in cache: one a
+ * line, inside the sums' loop, is free there. 2048 bytes ahead measured as 4096. */
+#define KL_AHEAD 4096
+#if defined(__GNUC__) || defined(__clang__)
+#define KL_PREFETCH(x) __builtin_prefetch((const void *)((uintptr_t)(x) + KL_AHEAD))
+#else
+#define KL_PREFETCH(x) ((void)0)
+#endif
+
 /* ---- short rows as vectors ------------------------------------------------------------- */
 
 /* An 8x8 transpose of float rows, for the float32 short-row kernels (_native_row.h's

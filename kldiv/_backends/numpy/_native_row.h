@@ -52,6 +52,8 @@ KL_ATTR static KL_INLINE void KL_FN(kl_lane_sums)(const KL_T *restrict p, const 
     double d[KL_LANES] = {0}, d_err[KL_LANES] = {0};
     Py_ssize_t i = 0;
     for (; i + KL_LANES <= m; i += KL_LANES) {
+        KL_PREFETCH(p + i);
+        KL_PREFETCH(q + i);
         /* each lane its own sums: vectorised, the additions in the same order */
 #pragma omp simd
         for (int l = 0; l < KL_LANES; l++) {
@@ -136,6 +138,10 @@ KL_ATTR static KL_INLINE void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *
     const Py_ssize_t whole = m / KL_SUM_LANES;
     for (Py_ssize_t b = 0; b < whole; b++) {
         const Py_ssize_t i = b * KL_SUM_LANES;
+        KL_PREFETCH(p + i);
+#if !KL_UNARY
+        KL_PREFETCH(q + i);
+#endif
 #pragma omp simd
         for (int l = 0; l < KL_SUM_LANES; l++) {
             t[l] += (double)terms[i + l];
@@ -200,23 +206,45 @@ KL_ATTR static void KL_FN(kl_sum)(const KL_T *restrict p, const KL_T *restrict q
     /* the differences p - q in TwoSum lanes */
     KL_FN(kl_lane_sums)(p, q, m, terms, NULL, acc);
 #else
-    /* terms of one sign: plain lanes, the chunks joined with compensation */
-    double t = 0.0, sp = 0.0, sq = 0.0;
-#pragma omp simd reduction(+ : t, sp, sq)
-    for (Py_ssize_t i = 0; i < m; i++) {
-        t += terms[i];
-        sp += p[i];
+    /* terms of one sign: plain lanes, a cache line of each input a step (KL_PREFETCH), the
+     * chunks joined with compensation */
+    double t[KL_LANES] = {0}, sp[KL_LANES] = {0}, sq[KL_LANES] = {0};
+    const Py_ssize_t whole = m / KL_LANES;
+    for (Py_ssize_t b = 0; b < whole; b++) {
+        const Py_ssize_t i = b * KL_LANES;
+        KL_PREFETCH(p + i);
 #if !KL_UNARY
-        sq += q[i];
+        KL_PREFETCH(q + i);
 #endif
+#pragma omp simd
+        for (int l = 0; l < KL_LANES; l++) {
+            t[l] += terms[i + l];
+            sp[l] += p[i + l];
+#if !KL_UNARY
+            sq[l] += q[i + l];
+#endif
+        }
+    }
+    for (Py_ssize_t i = whole * KL_LANES; i < m; i++) {
+        t[0] += terms[i];
+        sp[0] += p[i];
+#if !KL_UNARY
+        sq[0] += q[i];
+#endif
+    }
+    double total = 0.0, mass_p = 0.0, mass_q = 0.0;
+    for (int l = 0; l < KL_LANES; l++) {
+        total += t[l];
+        mass_p += sp[l];
+        mass_q += sq[l];
     }
 #if KL_UNARY
     (void)q; /* q is p again */
-    sq = sp;
+    mass_q = mass_p;
 #endif
-    kl_neumaier(&acc[0], &acc[1], t);
-    acc[4] += sp;
-    acc[5] += sq;
+    kl_neumaier(&acc[0], &acc[1], total);
+    acc[4] += mass_p;
+    acc[5] += mass_q;
 #endif
 }
 
