@@ -321,6 +321,15 @@ KL_ATTR static void KL_FN(kl_rows_lanes)(const char *p, Py_ssize_t p_stride, con
 #endif
         const char *pb = p + r0 * p_stride, *qb = q + r0 * q_stride;
         Py_ssize_t c0 = 0;
+        /* the block KL_AHEAD bytes on, a line at a time (rows laid one after another) */
+        for (Py_ssize_t b = 0; b < KL_ROW_LANES * p_stride; b += 64) {
+            KL_PREFETCH(pb + b);
+        }
+#if !KL_UNARY
+        for (Py_ssize_t b = 0; b < KL_ROW_LANES * q_stride; b += 64) {
+            KL_PREFETCH(qb + b);
+        }
+#endif
 #if KL_SHORT_TRANSPOSE && KL_SPLIT_SHORT
         /* where the block's highest row starts, past p (q) */
         const Py_ssize_t p_top = (r0 + (p_stride >= 0 ? KL_ROW_LANES - 1 : 0)) * p_stride;
