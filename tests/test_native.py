@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -341,6 +342,105 @@ def test_float32_out_is_written_directly():
     rng = np.random.default_rng(9)
     p, q = rows_of(rng, "random", 30, 50, "float32")
     np.testing.assert_array_equal(run(p, q, dtype=np.float32), run(p, q).astype(np.float32))
+
+
+# --- the kernels' own threads (_native_threads.h) ---------------------------------------------
+
+OPS = ["kl", "entropy", "cross_entropy", "js", "hellinger", "total_variation"]
+
+
+def rows_with_trouble(dtype, rows, n):
+    """Rows of every kind at once: near, far, one off 1 (flagged), one with a zero q under a
+    positive p (left NaN), one subnormal; small enough for a test, in many pieces."""
+    rng = np.random.default_rng(12)
+    p, q = rows_of(rng, "random", rows, n, dtype)
+    p[1::4], q[2::4] = q[1::4], p[2::4] * (1 + np.asarray(1e-3, dtype))
+    if rows > 7:
+        p[3] *= 2
+        q[5, 0] = 0
+        q[7, 1] = np.finfo(dtype).smallest_subnormal
+    return p, q
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("shape", [(2, 3), (9, 1000), (300, 7), (40, 70000)])
+def test_threads_give_every_row_bit_for_bit(op, dtype, shape):
+    # the same rows, flags and NaN left to redo on any count of threads: each row is one
+    # thread's from its first element to its last, whichever thread takes its piece
+    p, q = rows_with_trouble(dtype, *shape)
+    if op == "entropy":
+        q = p
+    measured = {}
+    for threads in (1, 2, 3, 8):
+        out = np.full(shape[0], -1.0)
+        off = native.kl_rows(p, q, out, 1e-3, op=op, threads=threads)
+        measured[threads] = off, out
+    off, out = measured[1]
+    for threads, (off_t, out_t) in measured.items():
+        assert off_t is off, threads
+        np.testing.assert_array_equal(out_t, out, err_msg=f"{threads} threads")
+    if op in ("kl", "cross_entropy") and shape[0] > 7:
+        assert np.isnan(out[5])  # a zero q: the kernels leave the row to redo
+    if op == "kl":
+        mine = np.full(shape[0], -1.0)
+        native.kl_rows(p, q, mine, measures=True, threads=4)
+        theirs = np.full(shape[0], -1.0)
+        native.kl_rows(p, q, theirs, measures=True)
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_threads_must_be_positive():
+    p = np.full((4, 6), 1 / 6)
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        native.kl_rows(p, p, np.empty(4), threads=0)
+
+
+def test_threads_called_from_many_threads_at_once():
+    # one job at a time holds the workers; the others run theirs alone: every result right
+    import concurrent.futures
+
+    rng = np.random.default_rng(13)
+    pairs = [rows_of(rng, "random", 64, 3000, "float64") for _ in range(6)]
+    expected = [run(p, q) for p, q in pairs]
+
+    def call(i):
+        p, q = pairs[i % len(pairs)]
+        out = np.empty(p.shape[0])
+        native.kl_rows(p, q, out, threads=2)
+        return i % len(pairs), out
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for i, out in pool.map(call, range(48)):
+            np.testing.assert_array_equal(out, expected[i])
+
+
+_FORKED_CHILD = """
+import os, numpy as np
+from kldiv._backends.numpy import _native as native
+rng = np.random.default_rng(14)
+p, q = rng.uniform(0.01, 1, (2, 256, 4096))  # a million elements: the workers are woken
+expected, out = np.empty(256), np.empty(256)
+native.kl_rows(p, q, expected)
+native.kl_rows(p, q, out, threads=2)  # the parent's workers now exist
+pid = os.fork()
+if pid == 0:  # the child: exit status 0 only if its threaded calls are right
+    ok = True
+    for _ in range(3):
+        native.kl_rows(p, q, out, threads=2)
+        ok = ok and np.array_equal(out, expected)
+    os._exit(0 if ok else 1)
+_, status = os.waitpid(pid, 0)
+raise SystemExit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_threads_in_a_forked_child():
+    # the child has none of the parent's workers: it starts its own. In a process of its own,
+    # away from the libraries of other tests that warn on fork (JAX)
+    done = subprocess.run([sys.executable, "-c", _FORKED_CHILD], timeout=120, check=False)
+    assert done.returncode == 0
 
 
 # --- the logits kernel ------------------------------------------------------------------------

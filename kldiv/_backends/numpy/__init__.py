@@ -144,6 +144,15 @@ def _threads_for(rows: int, n: int) -> int:
     return 1 if workers < 2 or rows * n < _options.get_options().parallel_min else workers
 
 
+def kernel_threads(rows: int) -> int:
+    """Threads for one call of the reductions' compiled kernels (``kl_rows``), which split
+    the rows over threads of their own and decide there, by the call's size and how recent
+    the last was, whether waking them pays (``_native_threads.h``): a worker per core, at most
+    one per row; one under :func:`on_this_thread`. ``parallel_min`` is for the threads of
+    this module's Python pool (:func:`_run`), whose hand-overs cost far more."""
+    return 1 if getattr(_local, "serial", False) else max(1, min(_workers(), rows))
+
+
 # Pieces per thread: a thread that starts late (an idle core of a virtual machine can take a
 # millisecond or more to wake) leaves its pieces to the others, so that a call is never
 # slower than on one thread by more than about a piece.
@@ -649,8 +658,8 @@ def _rows_contiguous(rows: Array) -> bool:
 
 def _native_rows(name: str, views: Sequence[Array], out: Array, *, validate: bool) -> bool:
     """Write ``out[r]``, ``name`` of row ``r`` of the ``(rows, n)`` views (one float dtype),
-    by the compiled kernels, one call per worker; True when ``validate`` finds a problem for
-    the public layer's checks to name.
+    by one call of the compiled kernels on their own threads (:func:`kernel_threads`); True
+    when ``validate`` finds a problem for the public layer's checks to name.
 
     The kernels leave NaN for a row holding an element outside their fast domain (a zero
     ``q``, a subnormal, a negative, NaN or infinite entry) or whose arithmetic overflowed
@@ -668,18 +677,6 @@ def _native_rows(name: str, views: Sequence[Array], out: Array, *, validate: boo
     tolerance = v.sum_tolerance(p.dtype, n, np) if validate else None
     measures = name == "kl_div" and not validate
 
-    def job(start: int, stop: int) -> bool:
-        return bool(
-            _native.kl_rows(
-                p[start:stop],
-                q[start:stop],
-                out[start:stop],
-                tolerance,
-                measures=measures,
-                op=fused.op,
-            )
-        )
-
     def redo(again: Array, fixed: Array) -> bool:
         return _row_reduce(
             fused.tiles(p.dtype, validate),
@@ -690,7 +687,9 @@ def _native_rows(name: str, views: Sequence[Array], out: Array, *, validate: boo
             out=fixed,
         )
 
-    flagged = any(_run(job, rows, n))
+    flagged = _native.kl_rows(
+        p, q, out, tolerance, measures=measures, op=fused.op, threads=kernel_threads(rows)
+    )
     return _redo_lost_rows(out, n, redo) or flagged
 
 

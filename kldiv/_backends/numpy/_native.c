@@ -90,7 +90,8 @@ typedef struct {
 
 /* KL_PREFETCH(x): ask for the cache line KL_AHEAD bytes past x, once a line, from the sum
  * loops of _native_row.h, which read each line of p and q a second time (the terms' loop
- * read it first): rows that stream from memory keep their next lines in flight while the
+ * read it first), and before each block of short rows (kl_rows_lanes): rows that stream from
+ * memory keep their next lines in flight while the
  * terms' arithmetic runs, where the hardware's prefetchers left the loop waiting on them. The
  * address is made from an integer: it may lie past the row, where a prefetch does nothing
  * (and cannot fault). On one core of a 2-core Xeon (AVX-512), against the loops without it,
@@ -105,6 +106,8 @@ typedef struct {
 #else
 #define KL_PREFETCH(x) ((void)0)
 #endif
+
+#include "_native_threads.h"
 
 /* ---- short rows as vectors ------------------------------------------------------------- */
 
@@ -503,27 +506,70 @@ static char kl_check_pair(const Py_buffer *x, const Py_buffer *y, const char *na
 /* the logits kernel's default chunk of a row (_native_logits.h), in bytes of each input */
 #define KL_LOGIT_CHUNK_BYTES (256 * 1024)
 
-/* Run the row kernel `run` on all rows, a block at a time, each block finished by `finish`
- * as kl_rows's docstring says; returns whether a row is off 1 by more than tolerance (< 0:
- * no check). No GIL needed. */
-static int kl_rows_finish(kl_rows_fn run, kl_block_finish_fn finish, const Py_buffer *p,
-                          const Py_buffer *q, void *out, char out_kind, double tolerance)
+/* A kl_rows call, cut into pieces of rows for kl_parallel (_native_threads.h). */
+typedef struct {
+    kl_rows_fn run;
+    kl_block_finish_fn finish;
+    const Py_buffer *p, *q;
+    char *out;
+    char out_kind;
+    double tolerance;
+    Py_ssize_t pieces;
+    atomic_int off;
+} kl_rows_job;
+
+/* Piece i of the job: its rows, a block at a time, each block finished by `finish` as
+ * kl_rows's docstring says; a row off 1 by more than the tolerance (< 0: no check) sets off. */
+static void kl_rows_piece(void *ctx, Py_ssize_t i)
 {
-    kl_block res;
+    kl_rows_job *job = ctx;
+    const Py_buffer *p = job->p, *q = job->q;
     const Py_ssize_t rows = p->shape[0];
-    const Py_ssize_t size = (Py_ssize_t)(out_kind == 'f' ? sizeof(float) : sizeof(double));
+    const Py_ssize_t size = (Py_ssize_t)(job->out_kind == 'f' ? sizeof(float) : sizeof(double));
+    const Py_ssize_t start = rows * i / job->pieces, stop = rows * (i + 1) / job->pieces;
+    kl_block res;
     int off = 0;
-    for (Py_ssize_t r0 = 0; r0 < rows; r0 += KL_BLOCK_ROWS) {
-        const Py_ssize_t k = rows - r0 < KL_BLOCK_ROWS ? rows - r0 : KL_BLOCK_ROWS;
-        run((const char *)p->buf + r0 * p->strides[0], p->strides[0],
-            (const char *)q->buf + r0 * q->strides[0], q->strides[0], k, p->shape[1], &res);
-        off |= finish(&res, k, (char *)out + r0 * size, out_kind, tolerance);
+    for (Py_ssize_t r0 = start; r0 < stop; r0 += KL_BLOCK_ROWS) {
+        const Py_ssize_t k = stop - r0 < KL_BLOCK_ROWS ? stop - r0 : KL_BLOCK_ROWS;
+        job->run((const char *)p->buf + r0 * p->strides[0], p->strides[0],
+                 (const char *)q->buf + r0 * q->strides[0], q->strides[0], k, p->shape[1],
+                 &res);
+        off |= job->finish(&res, k, job->out + r0 * size, job->out_kind, job->tolerance);
     }
-    return off;
+    if (off) {
+        atomic_store(&job->off, 1);
+    }
+}
+
+/* Pieces per thread of a kl_rows call on threads: a worker that wakes late leaves its pieces
+ * to the others, so that the call takes about a piece longer than on one thread at worst. */
+#define KL_PIECES_PER_THREAD 4
+#ifndef KL_WAKE_MIN
+#define KL_WAKE_MIN (1024 * 1024)
+#endif
+#ifndef KL_WAKE_RECENT_MIN
+#define KL_WAKE_RECENT_MIN (64 * 1024)
+#endif
+
+/* Run the row kernel on all rows, on `threads` threads; returns whether a row is off 1. */
+static int kl_rows_finish(kl_rows_fn run, kl_block_finish_fn finish, const Py_buffer *p,
+                          const Py_buffer *q, void *out, char out_kind, double tolerance,
+                          int threads)
+{
+    const Py_ssize_t rows = p->shape[0];
+    Py_ssize_t pieces = threads > 1 ? (Py_ssize_t)threads * KL_PIECES_PER_THREAD : 1;
+    pieces = pieces < rows ? pieces : rows;
+    pieces = pieces > 1 ? pieces : 1;
+    kl_rows_job job = {run, finish, p, q, out, out_kind, tolerance, pieces, 0};
+    const Py_ssize_t size = p->shape[0] * p->shape[1];
+    kl_parallel(threads, pieces, kl_rows_piece, &job,
+                size >= KL_WAKE_MIN ? 2 : size >= KL_WAKE_RECENT_MIN ? 1 : 0);
+    return atomic_load(&job.off);
 }
 
 PyDoc_STRVAR(kl_rows_doc,
-             "kl_rows(p, q, out, tolerance=None, variant=None, *, measures=False, op='kl')\n"
+             "kl_rows(p, q, out, tolerance=None, variant=None, *, measures=False, op='kl',\n"
+             "        threads=1)\n"
              "--\n\n"
              "For each row r of the 2-D float32 or float64 arrays p and q (same shape and\n"
              "dtype, each row contiguous, any row stride), write out[r] = KL(p[r] || q[r])\n"
@@ -536,17 +582,24 @@ PyDoc_STRVAR(kl_rows_doc,
              "each term far from p == q enters whole, so that sum(t) never cancels against\n"
              "sum(p - q). With a tolerance, values below 0 are written as 0, and the result\n"
              "says whether a row not to redo has sum(p) or sum(q) off 1 by more than it.\n"
-             "variant names one of variants(); None takes the first. Releases the GIL.");
+             "variant names one of variants(); None takes the first. threads: how many\n"
+             "threads share the rows (the caller's and the module's own workers, which\n"
+             "spin a moment after a call and then sleep). Releases the GIL.");
 
 static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"p", "q", "out", "tolerance", "variant", "measures", "op", NULL};
+    static char *keywords[] = {"p",        "q",  "out",     "tolerance", "variant",
+                               "measures", "op", "threads", NULL};
     PyObject *p_obj, *q_obj, *out_obj, *tolerance_obj = Py_None, *variant_obj = Py_None;
-    int measures = 0;
+    int measures = 0, threads = 1;
     const char *op_name = "kl";
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO$ps:kl_rows", keywords, &p_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO$psi:kl_rows", keywords, &p_obj,
                                      &q_obj, &out_obj, &tolerance_obj, &variant_obj,
-                                     &measures, &op_name)) {
+                                     &measures, &op_name, &threads)) {
+        return NULL;
+    }
+    if (threads < 1) {
+        PyErr_SetString(PyExc_ValueError, "threads must be at least 1");
         return NULL;
     }
     int op = 0;
@@ -600,7 +653,8 @@ static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *
         const kl_rows_fn run = measures ? variant->measure[type] : variant->rows[op][type];
         int off;
         Py_BEGIN_ALLOW_THREADS
-        off = kl_rows_finish(run, variant->finish, p, q, out->buf, out_kind, tolerance);
+        off = kl_rows_finish(run, variant->finish, p, q, out->buf, out_kind, tolerance,
+                             threads);
         Py_END_ALLOW_THREADS
         result = PyBool_FromLong(off);
     }

@@ -13,6 +13,7 @@ def kl_rows(
     *,
     measures: bool = False,
     op: str = "kl",
+    threads: int = 1,
 ) -> bool: ...
 def rel_entr_rows(p: Any, q: Any, out: Any, variant: str | None = None) -> int: ...
 def kl_logit_rows(

@@ -7,10 +7,11 @@ evicted the caches, where this path takes 5 and 93), and on W1's ``(4096, 1000)`
 whose kernels take 2 ms, an eighth of the call (W3's ``(64, 32000)``, a fifth). For the
 reductions with a compiled kernel (:data:`kldiv._backends.numpy._FUSED`), NumPy arrays, or
 plain CPU tensors that need no gradient, of one float dtype and shape, C-contiguous, reduced
-along their last axis, this goes straight to the kernels, which check the values as they go: below
-``kldiv.get_options().parallel_min`` elements in one compiled call on this thread, above it
-by :func:`kldiv._backends.numpy._native_rows` (the thread pool, and the rows the kernels
-leave NaN redone by the NumPy tiles, as the full path does). Anything else, and any result
+along their last axis, this goes straight to the kernels, which check the values as they go
+and share the rows with their own threads: below ``kldiv.get_options().parallel_min``
+elements in one compiled call, above it by :func:`kldiv._backends.numpy._native_rows` (the
+same call, and the rows the kernels leave NaN redone by the NumPy tiles, as the full path
+does). Anything else, and any result
 the kernels do not vouch for (a flagged check, a NaN left in the result), returns None, and
 the full path runs from the start: the checks name the problem there. Above
 ``parallel_min``, measured against the full path in one process, alternated, each call right
@@ -107,6 +108,7 @@ def reduction(
             _tolerance(pa.dtype, n) if validate else None,
             measures=name == "kl_div" and not validate,
             op=_numpy_path._FUSED[name].op,
+            threads=_numpy_path.kernel_threads(p_rows.shape[0]),
         )
     else:
         views = [p_rows, q_rows] if len(arrays) == 2 else [p_rows]
