@@ -124,7 +124,11 @@ def _short_or_call(
 ) -> Array:
     """``name`` by the short path where it takes the call (plain NumPy arrays or CPU tensors,
     :mod:`kldiv._backends.numpy._short`), else by :func:`_call`."""
-    short = _short_path().reduction(name, arrays, axis, keepdims, base, validate)
+    path = _short_path()
+    if DIVERGENCES[name].logits:
+        short = path.logits(arrays, axis, keepdims, base, validate)
+    else:
+        short = path.reduction(name, arrays, axis, keepdims, base, validate)
     if short is not None:
         return short
     return _call(name, arrays, axis=axis, keepdims=keepdims, base=base, validate=validate)
@@ -149,8 +153,6 @@ def _with_options(
     if _conventions.is_plain(reduction, weights, normalize, where):
         if not reduces:
             return _call(name, arrays, validate=validate)
-        if row.logits:  # the short path takes probabilities
-            return _call(name, arrays, axis=axis, keepdims=keepdims, base=base, validate=validate)
         return _short_or_call(name, arrays, axis, keepdims, base, validate)
 
     def plain(*xs: Array, axis: Axis = None, keepdims: bool = False) -> Array:

@@ -96,5 +96,8 @@ def full_path_only() -> Iterator[None]:
     compare the short path against or to reach a backend's bridge."""
     from kldiv._backends.numpy import _short
 
-    with mock.patch.object(_short, "reduction", return_value=None):
+    with (
+        mock.patch.object(_short, "reduction", return_value=None),
+        mock.patch.object(_short, "logits", return_value=None),
+    ):
         yield

@@ -1063,3 +1063,96 @@ def test_loss_label_rows_reads_labels_of_every_integer_type(dtype):
         native.loss_label_rows(pred, huge, grad, errors, 1 / 6)
         assert np.isnan(errors[3])
         assert np.isfinite(np.delete(errors, 3)).all()
+
+
+# --- the other kernels on threads: every row, grad and count the same on any thread count
+
+
+def _on_threads(call):
+    """``call(threads)``'s outputs (a tuple of arrays and values) for 1, 2, 3 and 8 threads,
+    asserted equal bit for bit to those of one thread; returns those."""
+    first = call(1)
+    for threads in (2, 3, 8):
+        for mine, theirs in zip(call(threads), first, strict=True):
+            np.testing.assert_array_equal(mine, theirs, err_msg=f"{threads} threads")
+    return first
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("rows", "n", "chunk"), [(3, 5, None), (40, 3000, None), (9, 5000, 1024)])
+def test_logits_and_loss_on_threads(dtype, rows, n, chunk):
+    rng = np.random.default_rng([rows, n])
+    a, b = (3 * rng.standard_normal((rows, n))).astype(dtype), rng.standard_normal((rows, n))
+    b = b.astype(dtype)
+    a[rows // 2, 1] = -np.inf  # a row left to redo (NaN) among the others
+    target = rng.exponential(size=(rows, n))
+    target = (target / target.sum(1, keepdims=True)).astype(dtype)
+    target[-1] *= 1.01  # off 1: flagged
+
+    def logits(threads):
+        out = np.full(rows, -1.0)
+        native.kl_logit_rows(a, b, out, chunk=chunk, threads=threads)
+        return (out,)
+
+    (out,) = _on_threads(logits)
+    assert np.isnan(out[rows // 2])
+    assert np.isfinite(np.delete(out, rows // 2)).all()
+    for norm_target, y in ((False, target), (True, b)):
+
+        def loss(threads, norm_target=norm_target, y=y):
+            grad, errors = np.zeros_like(a), np.full(rows, -1.0)
+            off = native.loss_rows(
+                a, y, grad, errors, 1 / rows, norm_target, 1e-3, chunk=chunk, threads=threads
+            )
+            grad[np.isnan(errors)] = 0  # a row to redo: its grad is not written
+            return grad, errors, off
+
+        _, errors, off = _on_threads(loss)
+        assert np.isnan(errors[rows // 2])
+        assert off is (not norm_target)  # the last target is off 1 by 1%
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_label_loss_and_rel_entr_on_threads(dtype):
+    rng = np.random.default_rng(15)
+    rows, classes, positions = 50, 300, 4
+    pred = rng.standard_normal((rows, classes * positions)).astype(dtype)
+    labels = rng.integers(0, classes, (rows, positions))
+    labels[7, 2] = classes  # out of range: NaN
+
+    def label_loss(threads):
+        grad, errors = np.zeros_like(pred), np.full(rows, -1.0)
+        native.loss_label_rows(pred, labels, grad, errors, 1 / rows, threads=threads)
+        grad[np.isnan(errors)] = 0
+        return grad, errors
+
+    _, errors = _on_threads(label_loss)
+    assert np.isnan(errors[7])
+    assert np.isfinite(np.delete(errors, 7)).all()
+    p, q = rows_of(rng, "zeros in p", rows, 2000, dtype)
+    q[3, 5] = 0  # p > 0 == q: inf; and a subnormal left to redo
+    q[9, 1] = np.finfo(dtype).smallest_subnormal
+
+    def rel_entr(threads):
+        out = np.empty_like(p)
+        lost = native.rel_entr_rows(p, q, out, threads=threads)
+        return np.nan_to_num(out, nan=-1.0), lost
+
+    _, lost = _on_threads(rel_entr)
+    assert lost >= 1
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x, out: native.kl_logit_rows(x, x, out, threads=0),
+        lambda x, out: native.loss_rows(x, x, np.empty_like(x), out, 1.0, False, threads=0),
+        lambda x, out: native.rel_entr_rows(x, x, np.empty_like(x), threads=-1),
+        lambda x, out: native.loss_label_rows(
+            x, np.zeros((4, 1), np.int64), np.empty_like(x), out, 1.0, threads=0
+        ),
+    ],
+)
+def test_every_kernel_refuses_threads_below_one(call):
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        call(np.full((4, 6), 1 / 6), np.empty(4))

@@ -1,6 +1,6 @@
-"""The short path of the compiled reductions (kldiv._backends.numpy._short), small calls on
-this thread and large ones over the pool, gives what the full path gives, and steps aside
-for everything it does not take."""
+"""The short path of the compiled reductions and of ``kl_div_logits``
+(kldiv._backends.numpy._short), small calls and large, gives what the full path gives, and
+steps aside for everything it does not take."""
 
 from __future__ import annotations
 
@@ -157,3 +157,57 @@ def test_a_large_call_with_a_bad_row_goes_the_full_way(case):
         assert _short.reduction("kl_div", (p, q), -1, False, None, True) is None
         with pytest.raises(ValueError, match=r"^p "):
             kldiv.kl_div(p, q)
+
+
+def logit_inputs(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(3 * rng.standard_normal(shape)).astype(dtype) for _ in range(2)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("options", CALLS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_the_short_path_of_logits_equals_the_full_path(library, dtype, options, shape):
+    a, b = logit_inputs(shape, dtype)
+    a[1, 2] = -np.inf  # a masked class: the kernel leaves the row, the tiles redo it
+    if library == "torch":
+        a, b = torch.from_numpy(a), torch.from_numpy(b)
+    axis, keepdims = options.get("axis", -1), options.get("keepdims", False)
+    validate = options.get("validate", True)
+    assert _short.logits((a, b), axis, keepdims, options.get("base"), validate) is not None
+    with kldiv.options(threads=2):
+        got = kldiv.kl_div_logits(a, b, **options)
+        with full_path_only():
+            expected = kldiv.kl_div_logits(a, b, **options)
+    assert type(got) is type(expected)
+    assert got.dtype == expected.dtype
+    assert tuple(got.shape) == tuple(expected.shape)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+@pytest.mark.parametrize("case", ["nan", "+inf", "all -inf", "broadcast", "mixed dtypes"])
+def test_logits_it_does_not_take_go_the_full_way(case):
+    a, b = logit_inputs((3, 5), "float64")
+    if case == "nan":
+        a[0, 1] = np.nan
+    elif case == "+inf":
+        b[2, 0] = np.inf
+    elif case == "all -inf":
+        a[1] = -np.inf
+    elif case == "broadcast":
+        b = b[0]
+    else:
+        b = b.astype(np.float32)
+    assert _short.logits((a, b), -1, False, None, True) is None
+    if case in ("broadcast", "mixed dtypes"):
+        with full_path_only():
+            expected = kldiv.kl_div_logits(a, b)
+        np.testing.assert_array_equal(kldiv.kl_div_logits(a, b), expected)
+        return
+    with pytest.raises(ValueError, match=r"^[ab][ :]"):
+        kldiv.kl_div_logits(a, b)
+    with full_path_only():
+        expected = kldiv.kl_div_logits(a, b, validate=False)
+    np.testing.assert_array_equal(kldiv.kl_div_logits(a, b, validate=False), expected)
+    assert np.isnan(expected).any() == (case != "all -inf")

@@ -145,11 +145,12 @@ def _threads_for(rows: int, n: int) -> int:
 
 
 def kernel_threads(rows: int) -> int:
-    """Threads for one call of the reductions' compiled kernels (``kl_rows``), which split
-    the rows over threads of their own and decide there, by the call's size and how recent
-    the last was, whether waking them pays (``_native_threads.h``): a worker per core, at most
-    one per row; one under :func:`on_this_thread`. ``parallel_min`` is for the threads of
-    this module's Python pool (:func:`_run`), whose hand-overs cost far more."""
+    """Threads for one call of a compiled kernel (``kl_rows``, ``kl_logit_rows``, the loss
+    kernels, ``rel_entr_rows``), which splits the rows over threads of its own and decides
+    there, by the call's size and how recent the last was, whether waking them pays
+    (``_native_threads.h``): a worker per core, at most one per row; one under
+    :func:`on_this_thread`. ``parallel_min`` is for the threads of this module's Python pool
+    (:func:`_run`: the NumPy tiles), whose hand-overs cost far more."""
     return 1 if getattr(_local, "serial", False) else max(1, min(_workers(), rows))
 
 
@@ -791,23 +792,18 @@ def _native_rel_entr(views: Sequence[Array], out: Array, *, validate: bool) -> b
     ):
         return None
     assert _native is not None
-    rows, n = out.shape
-
-    def job(start: int, stop: int) -> bool:
-        lost = _native.rel_entr_rows(p[start:stop], q[start:stop], out[start:stop])
-        flagged = False
-        if lost:
-            with np.errstate(all="ignore"):
-                for r in range(start, stop):
-                    bad = np.isnan(out[r])
-                    if bad.any():
-                        pr, qr = p[r][bad].astype(np.float64), q[r][bad].astype(np.float64)
-                        good = (pr >= 0) & (qr >= 0) & np.isfinite(pr) & np.isfinite(qr)
-                        flagged = flagged or not bool(good.all())
-                        out[r][bad] = _agnostic.rel_entr(pr, qr, validate=False, xp=_generic_np())
-        return flagged
-
-    return any(_run(job, rows, n)) and validate
+    rows = out.shape[0]
+    flagged = False
+    if _native.rel_entr_rows(p, q, out, threads=kernel_threads(rows)):
+        with np.errstate(all="ignore"):
+            for r in range(rows):
+                bad = np.isnan(out[r])
+                if bad.any():
+                    pr, qr = p[r][bad].astype(np.float64), q[r][bad].astype(np.float64)
+                    good = (pr >= 0) & (qr >= 0) & np.isfinite(pr) & np.isfinite(qr)
+                    flagged = flagged or not bool(good.all())
+                    out[r][bad] = _agnostic.rel_entr(pr, qr, validate=False, xp=_generic_np())
+    return flagged and validate
 
 
 def _softmax_rows(x: Array, log_out: Array, out: Array) -> Array:
@@ -995,22 +991,19 @@ _LOGIT_SCRATCH_BYTES = 3 * 2**20
 
 
 def _native_logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
-    """As :func:`_tiled_logit_rows`, by the compiled kernel, one call per worker, with
-    scratch of :data:`_LOGIT_SCRATCH_BYTES` at most in all, whatever the row. Rows it leaves
+    """As :func:`_tiled_logit_rows`, by one call of the compiled kernel on its own threads,
+    with scratch of :data:`_LOGIT_SCRATCH_BYTES` at most in all, whatever the row. Rows it leaves
     NaN hold a logit that is not finite (``-inf`` for a class of probability 0 among them):
     the tiles redo those, with every convention and check."""
     assert _native is not None
     rows, n = a_rows.shape
-    workers = _threads_for(rows, n)
-    chunk = max(1024, _LOGIT_SCRATCH_BYTES // (3 * workers * a_rows.itemsize))
-
-    def job(start: int, stop: int) -> None:
-        _native.kl_logit_rows(a_rows[start:stop], b_rows[start:stop], out[start:stop], chunk=chunk)
+    threads = kernel_threads(rows)
+    chunk = max(1024, _LOGIT_SCRATCH_BYTES // (3 * threads * a_rows.itemsize))
 
     def redo(again: Array, fixed: Array) -> bool:
         return _tiled_logit_rows(a_rows[again], b_rows[again], fixed)
 
-    _run(job, rows, n)
+    _native.kl_logit_rows(a_rows, b_rows, out, chunk=chunk, threads=threads)
     return _redo_lost_rows(out, n, redo)
 
 
@@ -1048,20 +1041,16 @@ def softmax_kl_loss(
         if check is not None and not norm_target:
             tolerance = v.sum_tolerance(target.dtype, n, np)
 
-        def kernel(start: int, stop: int) -> bool:
-            return bool(
-                native.loss_rows(
-                    pred[start:stop],
-                    target[start:stop],
-                    grad[start:stop],
-                    errors[start:stop],
-                    1.0 / rows,
-                    norm_target,
-                    tolerance,
-                )
-            )
-
-        off = any(_run(kernel, rows, n))
+        off = native.loss_rows(
+            pred,
+            target,
+            grad,
+            errors,
+            1.0 / rows,
+            norm_target,
+            tolerance,
+            threads=kernel_threads(rows),
+        )
         lost = np.isnan(errors)
         if check is not None and (off or lost.any()):
             check()  # names the problem; a row it passes (a -inf logit, say) is redone below
@@ -1098,12 +1087,7 @@ def softmax_kl_loss_labels(pred: Array, labels: Array, *, xp: Namespace) -> Any:
     grad = np.empty(pred.shape, dtype=pred.dtype)
     errors = np.empty(rows)
 
-    def kernel(start: int, stop: int) -> None:
-        native.loss_label_rows(
-            pred[start:stop], labels[start:stop], grad[start:stop], errors[start:stop], 1 / rows
-        )
-
-    _run(kernel, rows, n)
+    native.loss_label_rows(pred, labels, grad, errors, 1 / rows, threads=kernel_threads(rows))
     lost = np.isnan(errors)
     if not lost.any():
         return np.asarray(math.fsum(errors)), grad

@@ -506,6 +506,60 @@ static char kl_check_pair(const Py_buffer *x, const Py_buffer *y, const char *na
 /* the logits kernel's default chunk of a row (_native_logits.h), in bytes of each input */
 #define KL_LOGIT_CHUNK_BYTES (256 * 1024)
 
+/* ---- the kernels on threads (_native_threads.h) ----------------------------------------- */
+
+/* The threads= argument of the kernels: *threads, clamped to KL_MAX_THREADS; -1 with an
+ * exception below 1. */
+static int kl_threads_arg(int *threads)
+{
+    if (*threads < 1) {
+        PyErr_SetString(PyExc_ValueError, "threads must be at least 1");
+        return -1;
+    }
+    *threads = *threads < KL_MAX_THREADS ? *threads : KL_MAX_THREADS;
+    return 0;
+}
+
+/* The first row of piece i of `pieces` over `rows` rows: piece i is [start(i), start(i + 1)). */
+static KL_INLINE Py_ssize_t kl_piece_start(Py_ssize_t rows, Py_ssize_t pieces, Py_ssize_t i)
+{
+    return rows * i / pieces;
+}
+
+/* Pieces per thread of a call on threads: a worker that wakes late leaves its pieces to the
+ * others, so that the call takes about a piece longer than on one thread at worst. A call
+ * wakes sleeping workers (kl_parallel's `wake`) for KL_WAKE_MIN elements, KL's (0.6 ms on one
+ * core, float32), or KL_WAKE_RECENT_MIN right after another call; measured below those, a
+ * wake cost more than the second thread saved. */
+#define KL_PIECES_PER_THREAD 4
+#ifndef KL_WAKE_MIN
+#define KL_WAKE_MIN (1024 * 1024)
+#endif
+#ifndef KL_WAKE_RECENT_MIN
+#define KL_WAKE_RECENT_MIN (64 * 1024)
+#endif
+
+/* The pieces of a call on rows like x's (2-D) on `threads` threads. */
+static Py_ssize_t kl_pieces(int threads, const Py_buffer *x)
+{
+    const Py_ssize_t rows = x->shape[0];
+    Py_ssize_t pieces = threads > 1 ? (Py_ssize_t)threads * KL_PIECES_PER_THREAD : 1;
+    pieces = pieces < rows ? pieces : rows;
+    return pieces > 1 ? pieces : 1;
+}
+
+/* kl_parallel's `wake` for a call on rows like x's whose elements cost `weight` times a KL
+ * term's: the thresholds above are in KL terms. */
+static int kl_wake_level(const Py_buffer *x, Py_ssize_t weight)
+{
+    const Py_ssize_t size = x->shape[0] * x->shape[1] * weight;
+    return size >= KL_WAKE_MIN ? 2 : size >= KL_WAKE_RECENT_MIN ? 1 : 0;
+}
+
+/* The logits and loss kernels' cost an element, in KL terms (kl_wake_level): on one core,
+ * float32 rows of 1000, about 1.3 ns an element for the logits kernel, 0.45 for KL's. */
+#define KL_LOGIT_WEIGHT 3
+
 /* A kl_rows call, cut into pieces of rows for kl_parallel (_native_threads.h). */
 typedef struct {
     kl_rows_fn run;
@@ -520,13 +574,15 @@ typedef struct {
 
 /* Piece i of the job: its rows, a block at a time, each block finished by `finish` as
  * kl_rows's docstring says; a row off 1 by more than the tolerance (< 0: no check) sets off. */
-static void kl_rows_piece(void *ctx, Py_ssize_t i)
+static void kl_rows_piece(void *ctx, Py_ssize_t i, int slot)
 {
+    (void)slot;
     kl_rows_job *job = ctx;
     const Py_buffer *p = job->p, *q = job->q;
     const Py_ssize_t rows = p->shape[0];
     const Py_ssize_t size = (Py_ssize_t)(job->out_kind == 'f' ? sizeof(float) : sizeof(double));
-    const Py_ssize_t start = rows * i / job->pieces, stop = rows * (i + 1) / job->pieces;
+    const Py_ssize_t start = kl_piece_start(rows, job->pieces, i);
+    const Py_ssize_t stop = kl_piece_start(rows, job->pieces, i + 1);
     kl_block res;
     int off = 0;
     for (Py_ssize_t r0 = start; r0 < stop; r0 += KL_BLOCK_ROWS) {
@@ -541,29 +597,14 @@ static void kl_rows_piece(void *ctx, Py_ssize_t i)
     }
 }
 
-/* Pieces per thread of a kl_rows call on threads: a worker that wakes late leaves its pieces
- * to the others, so that the call takes about a piece longer than on one thread at worst. */
-#define KL_PIECES_PER_THREAD 4
-#ifndef KL_WAKE_MIN
-#define KL_WAKE_MIN (1024 * 1024)
-#endif
-#ifndef KL_WAKE_RECENT_MIN
-#define KL_WAKE_RECENT_MIN (64 * 1024)
-#endif
-
 /* Run the row kernel on all rows, on `threads` threads; returns whether a row is off 1. */
 static int kl_rows_finish(kl_rows_fn run, kl_block_finish_fn finish, const Py_buffer *p,
                           const Py_buffer *q, void *out, char out_kind, double tolerance,
                           int threads)
 {
-    const Py_ssize_t rows = p->shape[0];
-    Py_ssize_t pieces = threads > 1 ? (Py_ssize_t)threads * KL_PIECES_PER_THREAD : 1;
-    pieces = pieces < rows ? pieces : rows;
-    pieces = pieces > 1 ? pieces : 1;
+    const Py_ssize_t pieces = kl_pieces(threads, p);
     kl_rows_job job = {run, finish, p, q, out, out_kind, tolerance, pieces, 0};
-    const Py_ssize_t size = p->shape[0] * p->shape[1];
-    kl_parallel(threads, pieces, kl_rows_piece, &job,
-                size >= KL_WAKE_MIN ? 2 : size >= KL_WAKE_RECENT_MIN ? 1 : 0);
+    kl_parallel(threads, pieces, kl_rows_piece, &job, kl_wake_level(p, 1));
     return atomic_load(&job.off);
 }
 
@@ -595,11 +636,8 @@ static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *
     const char *op_name = "kl";
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO$psi:kl_rows", keywords, &p_obj,
                                      &q_obj, &out_obj, &tolerance_obj, &variant_obj,
-                                     &measures, &op_name, &threads)) {
-        return NULL;
-    }
-    if (threads < 1) {
-        PyErr_SetString(PyExc_ValueError, "threads must be at least 1");
+                                     &measures, &op_name, &threads) ||
+        kl_threads_arg(&threads) < 0) {
         return NULL;
     }
     int op = 0;
@@ -663,20 +701,46 @@ static PyObject *kl_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *
 }
 
 PyDoc_STRVAR(rel_entr_rows_doc,
-             "rel_entr_rows(p, q, out, variant=None)\n--\n\n"
+             "rel_entr_rows(p, q, out, variant=None, threads=1)\n--\n\n"
              "Write out = p*log(p/q) elementwise for the 2-D float32 or float64 arrays p and q\n"
              "(same shape and dtype, each row contiguous, any row stride) into out, of their\n"
              "shape and dtype with contiguous rows: 0 where p == 0 <= q, inf where\n"
              "p > 0 == q, NaN for an element to redo (outside the fast domain: a subnormal,\n"
              "p == q == 0, a negative, NaN or infinite entry). Returns how many are NaN.\n"
-             "variant as for kl_rows. Releases the GIL.");
+             "variant and threads as for kl_rows. Releases the GIL.");
+
+/* A rel_entr_rows call in pieces of rows. */
+typedef struct {
+    kl_rel_entr_fn run;
+    const Py_buffer *p, *q, *out;
+    Py_ssize_t pieces;
+    atomic_long lost;
+} kl_rel_entr_job;
+
+static void kl_rel_entr_piece(void *ctx, Py_ssize_t i, int slot)
+{
+    (void)slot;
+    kl_rel_entr_job *job = ctx;
+    const Py_buffer *p = job->p, *q = job->q, *out = job->out;
+    const Py_ssize_t start = kl_piece_start(p->shape[0], job->pieces, i);
+    const Py_ssize_t stop = kl_piece_start(p->shape[0], job->pieces, i + 1);
+    const Py_ssize_t lost =
+        job->run((const char *)p->buf + start * p->strides[0], p->strides[0],
+                 (const char *)q->buf + start * q->strides[0], q->strides[0], stop - start,
+                 p->shape[1], (char *)out->buf + start * out->strides[0], out->strides[0]);
+    if (lost) {
+        atomic_fetch_add(&job->lost, (long)lost);
+    }
+}
 
 static PyObject *rel_entr_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"p", "q", "out", "variant", NULL};
+    static char *keywords[] = {"p", "q", "out", "variant", "threads", NULL};
     PyObject *p_obj, *q_obj, *out_obj, *variant_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|O:rel_entr_rows", keywords, &p_obj,
-                                     &q_obj, &out_obj, &variant_obj)) {
+    int threads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|Oi:rel_entr_rows", keywords, &p_obj,
+                                     &q_obj, &out_obj, &variant_obj, &threads) ||
+        kl_threads_arg(&threads) < 0) {
         return NULL;
     }
     const kl_variant *variant = kl_find_variant(variant_obj);
@@ -700,13 +764,12 @@ static PyObject *rel_entr_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
                         "out must be a writable 2-D array of p's shape and dtype, rows contiguous");
     }
     else {
-        const kl_rel_entr_fn run = variant->rel_entr[kind == 'f' ? 0 : 1];
-        Py_ssize_t lost;
+        const Py_ssize_t pieces = kl_pieces(threads, p);
+        kl_rel_entr_job job = {variant->rel_entr[kind == 'f' ? 0 : 1], p, q, out, pieces, 0};
         Py_BEGIN_ALLOW_THREADS
-        lost = run(p->buf, p->strides[0], q->buf, q->strides[0], p->shape[0], p->shape[1],
-                   out->buf, out->strides[0]);
+        kl_parallel(threads, pieces, kl_rel_entr_piece, &job, kl_wake_level(p, 1));
         Py_END_ALLOW_THREADS
-        result = PyLong_FromSsize_t(lost);
+        result = PyLong_FromLong(atomic_load(&job.lost));
     }
     kl_release_buffers(buffers);
     return result;
@@ -733,36 +796,65 @@ static Py_ssize_t kl_chunk_arg(PyObject *chunk_obj)
 
 /* The chunk in elements of rows like x's (*chunk, or for 0 KL_LOGIT_CHUNK_BYTES of them)
  * and the kernels' scratch for it, three chunks of a row (_native_logits.h,
- * _native_loss.h); NULL with an exception. x is 2-D. */
-static void *kl_scratch(const Py_buffer *x, Py_ssize_t *chunk)
+ * _native_loss.h), for each of `slots` threads, *slot_bytes apart (a multiple of 64); NULL
+ * with an exception. x is 2-D. */
+static char *kl_scratch(const Py_buffer *x, Py_ssize_t *chunk, int slots, size_t *slot_bytes)
 {
     if (*chunk == 0) {
         *chunk = KL_LOGIT_CHUNK_BYTES / x->itemsize;
     }
     const size_t chunk_bytes = (size_t)(x->shape[1] < *chunk ? x->shape[1] : *chunk) *
                                (size_t)x->itemsize;
-    void *scratch = PyMem_RawMalloc(3 * chunk_bytes + 1);
+    *slot_bytes = (3 * chunk_bytes + 64) / 64 * 64;
+    char *scratch = PyMem_RawMalloc(*slot_bytes * (size_t)slots);
     if (scratch == NULL) {
         PyErr_NoMemory();
     }
     return scratch;
 }
 
+/* A kl_logit_rows call in pieces of rows, each thread with its own scratch. */
+typedef struct {
+    kl_logit_rows_fn run;
+    const Py_buffer *a, *b;
+    char *out;
+    char out_kind;
+    Py_ssize_t chunk, pieces;
+    char *scratch;
+    size_t slot_bytes;
+} kl_logit_job;
+
+static void kl_logit_piece(void *ctx, Py_ssize_t i, int slot)
+{
+    const kl_logit_job *job = ctx;
+    const Py_buffer *a = job->a, *b = job->b;
+    const Py_ssize_t start = kl_piece_start(a->shape[0], job->pieces, i);
+    const Py_ssize_t stop = kl_piece_start(a->shape[0], job->pieces, i + 1);
+    const Py_ssize_t size = (Py_ssize_t)(job->out_kind == 'f' ? sizeof(float) : sizeof(double));
+    job->run((const char *)a->buf + start * a->strides[0], a->strides[0],
+             (const char *)b->buf + start * b->strides[0], b->strides[0], stop - start,
+             a->shape[1], job->chunk, job->scratch + (size_t)slot * job->slot_bytes,
+             job->out + start * size, job->out_kind);
+}
+
 PyDoc_STRVAR(kl_logit_rows_doc,
-             "kl_logit_rows(a, b, out, variant=None, chunk=None)\n--\n\n"
+             "kl_logit_rows(a, b, out, variant=None, chunk=None, threads=1)\n--\n\n"
              "For each row r of the 2-D float32 or float64 arrays a and b (same shape and\n"
              "dtype, each row contiguous, any row stride), write\n"
              "out[r] = KL(softmax(a[r]) || softmax(b[r])) into the C-contiguous 1-D float32\n"
              "or float64 array out: NaN for a row holding a logit that is not finite. Rows of\n"
              "any length, taken in chunks of `chunk` elements (default: 256 KiB of each\n"
-             "input), with scratch of three chunks. variant as for kl_rows. Releases the GIL.");
+             "input), with scratch of three chunks a thread. variant and threads as for\n"
+             "kl_rows. Releases the GIL.");
 
 static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"a", "b", "out", "variant", "chunk", NULL};
+    static char *keywords[] = {"a", "b", "out", "variant", "chunk", "threads", NULL};
     PyObject *a_obj, *b_obj, *out_obj, *variant_obj = Py_None, *chunk_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO:kl_logit_rows", keywords, &a_obj,
-                                     &b_obj, &out_obj, &variant_obj, &chunk_obj)) {
+    int threads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OOi:kl_logit_rows", keywords, &a_obj,
+                                     &b_obj, &out_obj, &variant_obj, &chunk_obj, &threads) ||
+        kl_threads_arg(&threads) < 0) {
         return NULL;
     }
     Py_ssize_t chunk = kl_chunk_arg(chunk_obj);
@@ -780,7 +872,8 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
     const Py_buffer *a = &buffers[0], *b = &buffers[1], *out = &buffers[2];
     PyObject *result = NULL;
     const char kind = kl_check_pair(a, b, "a and b");
-    void *scratch = NULL;
+    char *scratch = NULL;
+    size_t slot_bytes = 0;
     if (kind == 0) {
         /* the exception is set */
     }
@@ -788,14 +881,22 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
         PyErr_SetString(PyExc_ValueError,
                         "out must be a 1-D float32 or float64 array of one element per row");
     }
-    else if ((scratch = kl_scratch(a, &chunk)) == NULL) {
+    else if ((scratch = kl_scratch(a, &chunk, threads, &slot_bytes)) == NULL) {
         /* the exception is set */
     }
     else {
-        const kl_logit_rows_fn run = variant->logits[kind == 'f' ? 0 : 1];
+        const Py_ssize_t pieces = kl_pieces(threads, a);
+        kl_logit_job job = {variant->logits[kind == 'f' ? 0 : 1],
+                            a,
+                            b,
+                            out->buf,
+                            kl_float_kind(out),
+                            chunk,
+                            pieces,
+                            scratch,
+                            slot_bytes};
         Py_BEGIN_ALLOW_THREADS
-        run(a->buf, a->strides[0], b->buf, b->strides[0], a->shape[0], a->shape[1], chunk,
-            scratch, out->buf, kl_float_kind(out));
+        kl_parallel(threads, pieces, kl_logit_piece, &job, kl_wake_level(a, KL_LOGIT_WEIGHT));
         Py_END_ALLOW_THREADS
         result = Py_None;
         Py_INCREF(result);
@@ -805,9 +906,39 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
     return result;
 }
 
+/* A loss_rows call in pieces of rows, each thread with its own scratch. */
+typedef struct {
+    kl_loss_rows_fn run;
+    const Py_buffer *p, *y, *g;
+    double *res;
+    Py_ssize_t chunk, pieces;
+    int norm_target;
+    double scale, tolerance;
+    char *scratch;
+    size_t slot_bytes;
+    atomic_int off;
+} kl_loss_job;
+
+static void kl_loss_piece(void *ctx, Py_ssize_t i, int slot)
+{
+    kl_loss_job *job = ctx;
+    const Py_buffer *p = job->p, *y = job->y, *g = job->g;
+    const Py_ssize_t start = kl_piece_start(p->shape[0], job->pieces, i);
+    const Py_ssize_t stop = kl_piece_start(p->shape[0], job->pieces, i + 1);
+    const int off = job->run((const char *)p->buf + start * p->strides[0], p->strides[0],
+                             (const char *)y->buf + start * y->strides[0], y->strides[0],
+                             stop - start, p->shape[1], job->chunk, job->norm_target,
+                             job->scale, (char *)g->buf + start * g->strides[0], g->strides[0],
+                             job->scratch + (size_t)slot * job->slot_bytes, job->res + start,
+                             job->tolerance);
+    if (off) {
+        atomic_store(&job->off, 1);
+    }
+}
+
 PyDoc_STRVAR(loss_rows_doc,
              "loss_rows(pred, target, grad, errors, scale, norm_target, tolerance=None,\n"
-             "          variant=None, chunk=None)\n--\n\n"
+             "          variant=None, chunk=None, threads=1)\n--\n\n"
              "PuzzleLib's KLDivergence on the 2-D arrays pred (logits) and target (same shape,\n"
              "both float32 or both float64, each row contiguous, any row stride): a\n"
              "distribution per row, or with norm_target scores to softmax. Writes\n"
@@ -818,20 +949,22 @@ PyDoc_STRVAR(loss_rows_doc,
              "that underflows to 0 where the target is not 0), whose grad row is then not\n"
              "written. With a tolerance, returns whether a row not to redo has a target off 1\n"
              "by more than it (a distribution target only), else False. Rows of any length,\n"
-             "in chunks of `chunk` elements (default 256 KiB) with scratch of three. variant\n"
-             "as for kl_rows. Releases the GIL.");
+             "in chunks of `chunk` elements (default 256 KiB) with scratch of three a thread.\n"
+             "variant and threads as for kl_rows. Releases the GIL.");
 
 static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"pred",        "target",    "grad",    "errors", "scale",
-                               "norm_target", "tolerance", "variant", "chunk",  NULL};
+                               "norm_target", "tolerance", "variant", "chunk",  "threads",
+                               NULL};
     PyObject *pred_obj, *target_obj, *grad_obj, *errors_obj, *variant_obj = Py_None;
     PyObject *tolerance_obj = Py_None, *chunk_obj = Py_None;
     double scale;
-    int norm_target;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOdp|OOO:loss_rows", keywords, &pred_obj,
+    int norm_target, threads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOdp|OOOi:loss_rows", keywords, &pred_obj,
                                      &target_obj, &grad_obj, &errors_obj, &scale, &norm_target,
-                                     &tolerance_obj, &variant_obj, &chunk_obj)) {
+                                     &tolerance_obj, &variant_obj, &chunk_obj, &threads) ||
+        kl_threads_arg(&threads) < 0) {
         return NULL;
     }
     Py_ssize_t chunk = kl_chunk_arg(chunk_obj);
@@ -864,7 +997,8 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
     const Py_buffer *p = &buffers[0], *y = &buffers[1], *res = &buffers[2], *g = &grad_buffer;
     PyObject *result = NULL;
     const char kind = kl_check_pair(p, y, "pred and target");
-    void *scratch = NULL;
+    char *scratch = NULL;
+    size_t slot_bytes = 0;
     if (kind == 0) {
         /* the exception is set */
     }
@@ -877,17 +1011,28 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
         PyErr_SetString(PyExc_ValueError, "grad must be a writable array of pred's dtype and "
                                           "shape, rows contiguous");
     }
-    else if ((scratch = kl_scratch(p, &chunk)) == NULL) {
+    else if ((scratch = kl_scratch(p, &chunk, threads, &slot_bytes)) == NULL) {
         /* the exception is set */
     }
     else {
-        const kl_loss_rows_fn run = variant->loss[kind == 'f' ? 0 : 1];
-        int off;
+        const Py_ssize_t pieces = kl_pieces(threads, p);
+        kl_loss_job job = {variant->loss[kind == 'f' ? 0 : 1],
+                           p,
+                           y,
+                           g,
+                           res->buf,
+                           chunk,
+                           pieces,
+                           norm_target,
+                           scale,
+                           tolerance,
+                           scratch,
+                           slot_bytes,
+                           0};
         Py_BEGIN_ALLOW_THREADS
-        off = run(p->buf, p->strides[0], y->buf, y->strides[0], p->shape[0], p->shape[1], chunk,
-                  norm_target, scale, g->buf, g->strides[0], scratch, res->buf, tolerance);
+        kl_parallel(threads, pieces, kl_loss_piece, &job, kl_wake_level(p, KL_LOGIT_WEIGHT));
         Py_END_ALLOW_THREADS
-        result = PyBool_FromLong(off);
+        result = PyBool_FromLong(atomic_load(&job.off));
     }
     PyMem_RawFree(scratch);
     PyBuffer_Release(&grad_buffer);
@@ -896,7 +1041,8 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
 }
 
 PyDoc_STRVAR(loss_label_rows_doc,
-             "loss_label_rows(pred, labels, grad, errors, scale, variant=None)\n--\n\n"
+             "loss_label_rows(pred, labels, grad, errors, scale, variant=None, threads=1)\n"
+             "--\n\n"
              "PuzzleLib's KLDivergence on the 2-D float32 or float64 array pred (logits; each\n"
              "row contiguous, any row stride) against the 2-D array labels of (rows, P)\n"
              "integers of any size (each row contiguous): a row of pred holds C*P logits,\n"
@@ -904,8 +1050,31 @@ PyDoc_STRVAR(loss_label_rows_doc,
              "errors[r] = sum(y*log(y/s)) into the C-contiguous 1-D float64 array errors and\n"
              "grad[r] = (y - s)*scale into grad (pred's dtype and shape, rows contiguous),\n"
              "s = softmax(pred[r]). NaN in errors for a row holding a logit that is not finite\n"
-             "or a label outside [0, C), whose grad row is then garbage. variant as for\n"
-             "kl_rows. Releases the GIL.");
+             "or a label outside [0, C), whose grad row is then garbage. variant and threads\n"
+             "as for kl_rows. Releases the GIL.");
+
+/* A loss_label_rows call in pieces of rows. */
+typedef struct {
+    kl_loss_label_rows_fn run;
+    const Py_buffer *p, *l, *g;
+    int label_code;
+    double scale;
+    double *res;
+    Py_ssize_t pieces;
+} kl_label_job;
+
+static void kl_label_piece(void *ctx, Py_ssize_t i, int slot)
+{
+    (void)slot;
+    const kl_label_job *job = ctx;
+    const Py_buffer *p = job->p, *l = job->l, *g = job->g;
+    const Py_ssize_t start = kl_piece_start(p->shape[0], job->pieces, i);
+    const Py_ssize_t stop = kl_piece_start(p->shape[0], job->pieces, i + 1);
+    job->run((const char *)p->buf + start * p->strides[0], p->strides[0],
+             (const char *)l->buf + start * l->strides[0], l->strides[0], job->label_code,
+             l->shape[1], stop - start, p->shape[1], job->scale,
+             (char *)g->buf + start * g->strides[0], g->strides[0], job->res + start);
+}
 
 /* The label_code of kl_label_at for an integer buffer: its size, negative when unsigned; 0
  * for anything else. */
@@ -927,12 +1096,15 @@ static int kl_label_code(const Py_buffer *b)
 
 static PyObject *loss_label_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"pred", "labels", "grad", "errors", "scale", "variant", NULL};
+    static char *keywords[] = {"pred",  "labels",  "grad",    "errors",
+                               "scale", "variant", "threads", NULL};
     PyObject *pred_obj, *labels_obj, *grad_obj, *errors_obj, *variant_obj = Py_None;
     double scale;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOd|O:loss_label_rows", keywords,
+    int threads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOd|Oi:loss_label_rows", keywords,
                                      &pred_obj, &labels_obj, &grad_obj, &errors_obj, &scale,
-                                     &variant_obj)) {
+                                     &variant_obj, &threads) ||
+        kl_threads_arg(&threads) < 0) {
         return NULL;
     }
     const kl_variant *variant = kl_find_variant(variant_obj);
@@ -983,11 +1155,17 @@ static PyObject *loss_label_rows(PyObject *Py_UNUSED(module), PyObject *args, Py
                                           "shape, rows contiguous");
     }
     else {
+        const Py_ssize_t pieces = kl_pieces(threads, &p);
+        kl_label_job job = {variant->loss_labels[kind == 'f' ? 0 : 1],
+                            &p,
+                            &l,
+                            &g,
+                            label_code,
+                            scale,
+                            res.buf,
+                            pieces};
         Py_BEGIN_ALLOW_THREADS
-        variant->loss_labels[kind == 'f' ? 0 : 1](p.buf, p.strides[0], l.buf, l.strides[0],
-                                                  label_code, l.shape[1], p.shape[0],
-                                                  p.shape[1], scale, g.buf, g.strides[0],
-                                                  res.buf);
+        kl_parallel(threads, pieces, kl_label_piece, &job, kl_wake_level(&p, KL_LOGIT_WEIGHT));
         Py_END_ALLOW_THREADS
         result = Py_None;
         Py_INCREF(result);

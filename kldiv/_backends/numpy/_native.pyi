@@ -15,9 +15,16 @@ def kl_rows(
     op: str = "kl",
     threads: int = 1,
 ) -> bool: ...
-def rel_entr_rows(p: Any, q: Any, out: Any, variant: str | None = None) -> int: ...
+def rel_entr_rows(
+    p: Any, q: Any, out: Any, variant: str | None = None, threads: int = 1
+) -> int: ...
 def kl_logit_rows(
-    a: Any, b: Any, out: Any, variant: str | None = None, chunk: int | None = None
+    a: Any,
+    b: Any,
+    out: Any,
+    variant: str | None = None,
+    chunk: int | None = None,
+    threads: int = 1,
 ) -> None: ...
 def loss_rows(
     pred: Any,
@@ -29,8 +36,15 @@ def loss_rows(
     tolerance: float | None = None,
     variant: str | None = None,
     chunk: int | None = None,
+    threads: int = 1,
 ) -> bool: ...
 def loss_label_rows(
-    pred: Any, labels: Any, grad: Any, errors: Any, scale: float, variant: str | None = None
+    pred: Any,
+    labels: Any,
+    grad: Any,
+    errors: Any,
+    scale: float,
+    variant: str | None = None,
+    threads: int = 1,
 ) -> None: ...
 def variants() -> tuple[str, ...]: ...

@@ -1,7 +1,8 @@
-/* The row kernels' own threads: kl_parallel(threads, pieces, run, ctx, wake) calls
- * run(ctx, i) for each piece i < pieces, on the calling thread and up to threads - 1 workers
- * at once, and returns when every piece is done. Included once by _native.c; no GIL is held
- * or needed.
+/* The kernels' own threads: kl_parallel(threads, pieces, run, ctx, wake) calls
+ * run(ctx, i, slot) for each piece i < pieces, on the calling thread (slot 0) and up to
+ * threads - 1 workers at once (slots 1 to threads - 1: a thread's own scratch, for the
+ * kernels that need some), and returns when every piece is done. Included once by
+ * _native.c; no GIL is held or needed.
  *
  * Why not the Python thread pool the other kernels use (kldiv/_backends/numpy/__init__.py's
  * _run): each of its pieces is a Python call, and every hand-over of the GIL between two
@@ -34,7 +35,10 @@
 #define KL_THREADS 0
 #endif
 
-typedef void (*kl_piece_fn)(void *ctx, Py_ssize_t piece);
+typedef void (*kl_piece_fn)(void *ctx, Py_ssize_t piece, int slot);
+
+/* The most threads one call may have (a slot of scratch each). */
+#define KL_MAX_THREADS 256
 
 /* A spinning thread's hint to the core that it waits (x86's pause). */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -47,7 +51,7 @@ typedef void (*kl_piece_fn)(void *ctx, Py_ssize_t piece);
 
 /* How long a worker spins for the next job after one, in nanoseconds, before it sleeps. */
 #define KL_SPIN_NS 200000
-#define KL_MAX_WORKERS 255
+#define KL_MAX_WORKERS (KL_MAX_THREADS - 1)
 #ifndef KL_RECENT_NS
 #define KL_RECENT_NS 250000
 #endif
@@ -56,6 +60,7 @@ typedef struct {
     kl_piece_fn run;
     void *ctx;
     Py_ssize_t pieces;
+    int slots; /* the threads that may take pieces: the caller and workers 1 to slots - 1 */
     atomic_long next; /* the next piece to take */
     atomic_long done; /* pieces finished */
 } kl_job;
@@ -77,22 +82,23 @@ static long long kl_now_ns(void)
     return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-/* Take pieces of the job until none is left. */
-static void kl_take_pieces(kl_job *job)
+/* Take pieces of the job until none is left, as the thread of this slot (none if the job
+ * has fewer slots: a worker started for an earlier call of more threads). */
+static void kl_take_pieces(kl_job *job, int slot)
 {
-    for (;;) {
+    while (slot < job->slots) {
         const long i = atomic_fetch_add(&job->next, 1);
         if (i >= job->pieces) {
             return;
         }
-        job->run(job->ctx, (Py_ssize_t)i);
+        job->run(job->ctx, (Py_ssize_t)i, slot);
         atomic_fetch_add(&job->done, 1);
     }
 }
 
-static void *kl_worker(void *unused)
+static void *kl_worker(void *arg)
 {
-    (void)unused;
+    const int slot = (int)(intptr_t)arg;
     unsigned long seen = atomic_load(&kl_generation);
     for (;;) {
         unsigned long now = atomic_load(&kl_generation);
@@ -122,7 +128,7 @@ static void *kl_worker(void *unused)
         atomic_fetch_add(&kl_in_job, 1);
         kl_job *job = atomic_load(&kl_current_job);
         if (job != NULL) {
-            kl_take_pieces(job);
+            kl_take_pieces(job, slot);
         }
         atomic_fetch_sub(&kl_in_job, 1);
     }
@@ -152,7 +158,8 @@ static void kl_start_workers(int want)
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        const int failed = pthread_create(&thread, &attr, kl_worker, NULL);
+        const int failed =
+            pthread_create(&thread, &attr, kl_worker, (void *)(intptr_t)(kl_workers + 1));
         pthread_attr_destroy(&attr);
         if (failed) {
             return;
@@ -165,12 +172,12 @@ static void kl_parallel(int threads, Py_ssize_t pieces, kl_piece_fn run, void *c
 {
     if (threads < 2 || pieces < 2 || pthread_mutex_trylock(&kl_pool_lock) != 0) {
         for (Py_ssize_t i = 0; i < pieces; i++) {
-            run(ctx, i);
+            run(ctx, i, 0);
         }
         return;
     }
     kl_start_workers(threads - 1);
-    kl_job job = {run, ctx, pieces, 0, 0};
+    kl_job job = {run, ctx, pieces, threads, 0, 0};
     atomic_store(&kl_current_job, &job);
     const long long now = kl_now_ns();
     if (wake > 1 || (wake == 1 && now - kl_last_job_ns < KL_RECENT_NS)) {
@@ -183,7 +190,7 @@ static void kl_parallel(int threads, Py_ssize_t pieces, kl_piece_fn run, void *c
         /* for the workers still spinning; a sleeping one sleeps on (it holds no piece) */
         atomic_fetch_add(&kl_generation, 1);
     }
-    kl_take_pieces(&job);
+    kl_take_pieces(&job, 0);
     while (atomic_load(&job.done) < pieces) {
         KL_PAUSE(); /* a worker's last piece: at most one piece's time */
     }
@@ -197,9 +204,11 @@ static void kl_parallel(int threads, Py_ssize_t pieces, kl_piece_fn run, void *c
 
 #else
 
-/* the jobs' flags are written by the calling thread alone: plain ints */
+/* the jobs' flags and counts are written by the calling thread alone: plain integers */
 #define atomic_int int
+#define atomic_long long
 #define atomic_load(x) (*(x))
+#define atomic_fetch_add(x, value) (*(x) += (value))
 #define atomic_store(x, value) (*(x) = (value))
 
 static void kl_parallel(int threads, Py_ssize_t pieces, kl_piece_fn run, void *ctx, int wake)
@@ -207,7 +216,7 @@ static void kl_parallel(int threads, Py_ssize_t pieces, kl_piece_fn run, void *c
     (void)threads;
     (void)wake;
     for (Py_ssize_t i = 0; i < pieces; i++) {
-        run(ctx, i);
+        run(ctx, i, 0);
     }
 }
 

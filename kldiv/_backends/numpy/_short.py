@@ -1,22 +1,24 @@
-"""The short path: the compiled reductions of plain NumPy arrays straight to the compiled
-kernels, past the full path's Python.
+"""The short path: the compiled reductions and ``kl_div_logits`` of plain NumPy arrays
+straight to the compiled kernels, past the full path's Python.
 
 The full path (namespace, dispatch, checks, row views) costs 0.2-0.4 ms of Python a call on
 a 2-core VM (a ``(2, 3)`` call through it: 176 us warm, 419 us right after other work has
 evicted the caches, where this path takes 5 and 93), and on W1's ``(4096, 1000)`` float32,
-whose kernels take 2 ms, an eighth of the call (W3's ``(64, 32000)``, a fifth). For the
-reductions with a compiled kernel (:data:`kldiv._backends.numpy._FUSED`), NumPy arrays, or
+whose kernels take 2 ms, an eighth of the call (W3's ``(64, 32000)``, a fifth); a ``(64,
+1000)`` ``kl_div_logits`` spent 65 us of its 155 there. For the reductions with a compiled
+kernel (:data:`kldiv._backends.numpy._FUSED`) and for ``kl_div_logits``: NumPy arrays, or
 plain CPU tensors that need no gradient, of one float dtype and shape, C-contiguous, reduced
-along their last axis, this goes straight to the kernels, which check the values as they go
-and share the rows with their own threads: below ``kldiv.get_options().parallel_min``
-elements in one compiled call, above it by :func:`kldiv._backends.numpy._native_rows` (the
-same call, and the rows the kernels leave NaN redone by the NumPy tiles, as the full path
-does). Anything else, and any result
-the kernels do not vouch for (a flagged check, a NaN left in the result), returns None, and
-the full path runs from the start: the checks name the problem there. Above
-``parallel_min``, measured against the full path in one process, alternated, each call right
-after other work: W1's ``kl_div`` 0.93x the time, W3's 0.81x, ``entropy`` and
-``cross_entropy`` 0.90-0.94x.
+along their last axis, go straight to the kernels, which check the values as they go and
+share the rows with their own threads: a reduction below
+``kldiv.get_options().parallel_min`` elements in one compiled call, above it by
+:func:`kldiv._backends.numpy._native_rows` (the same call, and the rows the kernels leave
+NaN redone by the NumPy tiles, as the full path does); logits by
+:func:`kldiv._backends.numpy._native_logit_rows` (the kernel, and the tiles for a row it
+leaves: a ``-inf`` logit). Anything else, and any result the kernels do not vouch for (a
+flagged check, a NaN left in the result), returns None, and the full path runs from the
+start: the checks name the problem there. Above ``parallel_min``, measured against the full
+path in one process, alternated, each call right after other work: W1's ``kl_div`` 0.93x
+the time, W3's 0.81x, ``entropy`` and ``cross_entropy`` 0.90-0.94x.
 """
 
 from __future__ import annotations
@@ -65,18 +67,9 @@ def _tolerance(dtype: np.dtype[Any], n: int) -> float:
     return v.sum_tolerance(dtype, n, np)
 
 
-def reduction(
-    name: str,
-    arrays: tuple[Any, ...],
-    axis: Any,
-    keepdims: bool,
-    base: float | None,
-    validate: bool,
-) -> Array | None:
-    """``kldiv.<name>(*arrays, ...)`` where the short path takes it, else None."""
-    native = _numpy_path._kernels()
-    if native is None:
-        return None
+def _plain_rows(arrays: tuple[Any, ...], axis: Any) -> tuple[Any, ...] | None:
+    """``(rows, shape, tensor)`` for arrays the short path takes: their ``(rows, n)`` views
+    (one per array), their shape and whether they came as CPU tensors; else None."""
     if all(type(x) is np.ndarray for x in arrays):
         tensor = False
     elif _plain_cpu_tensors(arrays):
@@ -96,35 +89,14 @@ def reduction(
         or not (pa.flags.c_contiguous and qa.flags.c_contiguous)
     ):
         return None
-    divisor = v.check_base(base) if DIVERGENCES[name].base else 1.0
     n = shape[-1]
-    out = np.empty(pa.size // n, dtype=pa.dtype)
-    p_rows, q_rows = pa.reshape(-1, n), qa.reshape(-1, n)
-    if pa.size < _options.get_options().parallel_min:
-        flagged = native.kl_rows(
-            p_rows,
-            q_rows,
-            out,
-            _tolerance(pa.dtype, n) if validate else None,
-            measures=name == "kl_div" and not validate,
-            op=_numpy_path._FUSED[name].op,
-            threads=_numpy_path.kernel_threads(p_rows.shape[0]),
-        )
-    else:
-        views = [p_rows, q_rows] if len(arrays) == 2 else [p_rows]
-        flagged = _numpy_path._native_rows(name, views, out, validate=validate)
-        if flagged:
-            # as the full path: the public checks, on a flag, and the result stands if they
-            # find nothing (a row right at the tolerance, or one the tiles redid and flagged)
-            try:
-                _numpy_path._check(DIVERGENCES[name].inputs, arrays, shape, (len(shape) - 1,))
-            except ValueError:
-                return None  # the full path names the problem, in its own words
-            flagged = False
-    # a row left NaN makes the sum NaN (so would inf - inf, which only sends the call to the
-    # full path); one reduction, a third of np.isnan(out).any()'s time on a few rows
-    if flagged or math.isnan(np.add.reduce(out, dtype=np.float64)):
-        return None
+    return tuple(x.reshape(-1, n) for x in arrays), shape, tensor
+
+
+def _finished(
+    name: str, out: Array, shape: tuple[int, ...], keepdims: bool, divisor: float, tensor: bool
+) -> Array:
+    """A result the kernels vouched for, in the caller's shape, units and library."""
     out = out.reshape((*shape[:-1], 1) if keepdims else shape[:-1])
     if DIVERGENCES[name].finish == "sqrt":
         np.sqrt(out, out=out)  # of a value >= 0: the kernel vouched for it
@@ -135,3 +107,75 @@ def reduction(
 
         return torch.from_numpy(out)
     return out
+
+
+def reduction(
+    name: str,
+    arrays: tuple[Any, ...],
+    axis: Any,
+    keepdims: bool,
+    base: float | None,
+    validate: bool,
+) -> Array | None:
+    """``kldiv.<name>(*arrays, ...)`` where the short path takes it, else None."""
+    native = _numpy_path._kernels()
+    if native is None:
+        return None
+    plain = _plain_rows(arrays, axis)
+    if plain is None:
+        return None
+    views, shape, tensor = plain
+    p_rows, q_rows = views if len(views) == 2 else (views[0], views[0])
+    divisor = v.check_base(base) if DIVERGENCES[name].base else 1.0
+    n = shape[-1]
+    out = np.empty(p_rows.shape[0], dtype=p_rows.dtype)
+    if p_rows.size < _options.get_options().parallel_min:
+        flagged = native.kl_rows(
+            p_rows,
+            q_rows,
+            out,
+            _tolerance(p_rows.dtype, n) if validate else None,
+            measures=name == "kl_div" and not validate,
+            op=_numpy_path._FUSED[name].op,
+            threads=_numpy_path.kernel_threads(p_rows.shape[0]),
+        )
+    else:
+        flagged = _numpy_path._native_rows(name, list(views), out, validate=validate)
+        if flagged:
+            # as the full path: the public checks, on a flag, and the result stands if they
+            # find nothing (a row right at the tolerance, or one the tiles redid and flagged)
+            try:
+                _numpy_path._check(
+                    DIVERGENCES[name].inputs,
+                    tuple(x.reshape(shape) for x in views),
+                    shape,
+                    (len(shape) - 1,),
+                )
+            except ValueError:
+                return None  # the full path names the problem, in its own words
+            flagged = False
+    # a row left NaN makes the sum NaN (so would inf - inf, which only sends the call to the
+    # full path); one reduction, a third of np.isnan(out).any()'s time on a few rows
+    if flagged or math.isnan(np.add.reduce(out, dtype=np.float64)):
+        return None
+    return _finished(name, out, shape, keepdims, divisor, tensor)
+
+
+def logits(
+    arrays: tuple[Any, ...], axis: Any, keepdims: bool, base: float | None, validate: bool
+) -> Array | None:
+    """``kldiv.kl_div_logits(a, b, ...)`` where the short path takes it (the arrays
+    :func:`reduction` takes), else None: one call of the compiled kernel
+    (:func:`kldiv._backends.numpy._native_logit_rows`, which redoes by the NumPy tiles the
+    rows it leaves NaN: a logit that is not finite). A row the tiles flag (NaN, ``+inf``, no
+    finite entry) sends the call to the full path, whose checks name the problem, or, with
+    ``validate=False``, make it NaN as the generic code does."""
+    plain = None if _numpy_path._kernels() is None else _plain_rows(arrays, axis)
+    if plain is None or len(arrays) != 2:
+        return None
+    (a_rows, b_rows), shape, tensor = plain
+    divisor = v.check_base(base)
+    out = np.empty(a_rows.shape[0], dtype=a_rows.dtype)
+    if _numpy_path._native_logit_rows(a_rows, b_rows, out):
+        return None
+    return _finished("kl_div_logits", out, shape, keepdims, divisor, tensor)
