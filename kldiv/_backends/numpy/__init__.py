@@ -69,6 +69,7 @@ def _load_native() -> ModuleType | None:
 
 
 _native = _load_native()
+_KERNEL_PARALLEL_MIN: int = 0 if _native is None else _native.PARALLEL_MIN
 
 
 def _kernels() -> ModuleType | None:
@@ -144,14 +145,18 @@ def _threads_for(rows: int, n: int) -> int:
     return 1 if workers < 2 or rows * n < _options.get_options().parallel_min else workers
 
 
-def kernel_threads(rows: int) -> int:
+def kernel_threads(rows: int, size: int) -> int:
     """Threads for one call of a compiled kernel (``kl_rows``, ``kl_logit_rows``, the loss
-    kernels, ``rel_entr_rows``), which splits the rows over threads of its own and decides
-    there, by the call's size and how recent the last was, whether waking them pays
-    (``_native_threads.h``): a worker per core, at most one per row; one under
-    :func:`on_this_thread`. ``parallel_min`` is for the threads of this module's Python pool
-    (:func:`_run`: the NumPy tiles), whose hand-overs cost far more."""
-    return 1 if getattr(_local, "serial", False) else max(1, min(_workers(), rows))
+    kernels, ``rel_entr_rows``) on ``rows`` rows of ``size`` elements in all, which splits
+    the rows over threads of its own and decides there, by the call's size and how recent
+    the last was, whether waking them pays (``_native_threads.h``): a worker per core, at most
+    one per row; one under :func:`on_this_thread`, and below the kernels' ``PARALLEL_MIN``
+    elements, where they would take one anyway (asked here first: a tiny call's time is its
+    overhead). ``parallel_min`` is for the threads of this module's Python pool (:func:`_run`:
+    the NumPy tiles), whose hand-overs cost far more."""
+    if size < _KERNEL_PARALLEL_MIN or getattr(_local, "serial", False):
+        return 1
+    return max(1, min(_workers(), rows))
 
 
 # Pieces per thread: a thread that starts late (an idle core of a virtual machine can take a
@@ -689,7 +694,7 @@ def _native_rows(name: str, views: Sequence[Array], out: Array, *, validate: boo
         )
 
     flagged = _native.kl_rows(
-        p, q, out, tolerance, measures=measures, op=fused.op, threads=kernel_threads(rows)
+        p, q, out, tolerance, measures=measures, op=fused.op, threads=kernel_threads(rows, p.size)
     )
     return _redo_lost_rows(out, n, redo) or flagged
 
@@ -794,7 +799,7 @@ def _native_rel_entr(views: Sequence[Array], out: Array, *, validate: bool) -> b
     assert _native is not None
     rows = out.shape[0]
     flagged = False
-    if _native.rel_entr_rows(p, q, out, threads=kernel_threads(rows)):
+    if _native.rel_entr_rows(p, q, out, threads=kernel_threads(rows, p.size)):
         with np.errstate(all="ignore"):
             for r in range(rows):
                 bad = np.isnan(out[r])
@@ -997,7 +1002,7 @@ def _native_logit_rows(a_rows: Array, b_rows: Array, out: Array) -> bool:
     the tiles redo those, with every convention and check."""
     assert _native is not None
     rows, n = a_rows.shape
-    threads = kernel_threads(rows)
+    threads = kernel_threads(rows, a_rows.size)
     chunk = max(1024, _LOGIT_SCRATCH_BYTES // (3 * threads * a_rows.itemsize))
 
     def redo(again: Array, fixed: Array) -> bool:
@@ -1049,7 +1054,7 @@ def softmax_kl_loss(
             1.0 / rows,
             norm_target,
             tolerance,
-            threads=kernel_threads(rows),
+            threads=kernel_threads(rows, pred.size),
         )
         lost = np.isnan(errors)
         if check is not None and (off or lost.any()):
@@ -1087,7 +1092,9 @@ def softmax_kl_loss_labels(pred: Array, labels: Array, *, xp: Namespace) -> Any:
     grad = np.empty(pred.shape, dtype=pred.dtype)
     errors = np.empty(rows)
 
-    native.loss_label_rows(pred, labels, grad, errors, 1 / rows, threads=kernel_threads(rows))
+    native.loss_label_rows(
+        pred, labels, grad, errors, 1 / rows, threads=kernel_threads(rows, pred.size)
+    )
     lost = np.isnan(errors)
     if not lost.any():
         return np.asarray(math.fsum(errors)), grad

@@ -3,6 +3,7 @@
 from typing import Any
 
 SOURCE_SHA256: str
+PARALLEL_MIN: int
 
 def kl_rows(
     p: Any,

@@ -32,7 +32,7 @@ import numpy as np
 from kldiv import _compat, _options
 from kldiv import _validation as v
 from kldiv._backends import numpy as _numpy_path
-from kldiv._table import DIVERGENCES
+from kldiv._table import DIVERGENCES, Divergence
 from kldiv._typing import Array
 
 
@@ -90,15 +90,21 @@ def _plain_rows(arrays: tuple[Any, ...], axis: Any) -> tuple[Any, ...] | None:
     ):
         return None
     n = shape[-1]
-    return tuple(x.reshape(-1, n) for x in arrays), shape, tensor
+    views = (pa.reshape(-1, n),) if len(arrays) == 1 else (pa.reshape(-1, n), qa.reshape(-1, n))
+    return views, shape, tensor
 
 
 def _finished(
-    name: str, out: Array, shape: tuple[int, ...], keepdims: bool, divisor: float, tensor: bool
+    row: Divergence,
+    out: Array,
+    shape: tuple[int, ...],
+    keepdims: bool,
+    divisor: float,
+    tensor: bool,
 ) -> Array:
     """A result the kernels vouched for, in the caller's shape, units and library."""
     out = out.reshape((*shape[:-1], 1) if keepdims else shape[:-1])
-    if DIVERGENCES[name].finish == "sqrt":
+    if row.finish == "sqrt":
         np.sqrt(out, out=out)  # of a value >= 0: the kernel vouched for it
     if divisor != 1.0:
         out /= divisor
@@ -126,7 +132,8 @@ def reduction(
         return None
     views, shape, tensor = plain
     p_rows, q_rows = views if len(views) == 2 else (views[0], views[0])
-    divisor = v.check_base(base) if DIVERGENCES[name].base else 1.0
+    row = DIVERGENCES[name]
+    divisor = v.check_base(base) if row.base else 1.0
     n = shape[-1]
     out = np.empty(p_rows.shape[0], dtype=p_rows.dtype)
     if p_rows.size < _options.get_options().parallel_min:
@@ -137,7 +144,7 @@ def reduction(
             _tolerance(p_rows.dtype, n) if validate else None,
             measures=name == "kl_div" and not validate,
             op=_numpy_path._FUSED[name].op,
-            threads=_numpy_path.kernel_threads(p_rows.shape[0]),
+            threads=_numpy_path.kernel_threads(p_rows.shape[0], p_rows.size),
         )
     else:
         flagged = _numpy_path._native_rows(name, list(views), out, validate=validate)
@@ -146,7 +153,7 @@ def reduction(
             # find nothing (a row right at the tolerance, or one the tiles redid and flagged)
             try:
                 _numpy_path._check(
-                    DIVERGENCES[name].inputs,
+                    row.inputs,
                     tuple(x.reshape(shape) for x in views),
                     shape,
                     (len(shape) - 1,),
@@ -158,7 +165,7 @@ def reduction(
     # full path); one reduction, a third of np.isnan(out).any()'s time on a few rows
     if flagged or math.isnan(np.add.reduce(out, dtype=np.float64)):
         return None
-    return _finished(name, out, shape, keepdims, divisor, tensor)
+    return _finished(row, out, shape, keepdims, divisor, tensor)
 
 
 def logits(
@@ -178,4 +185,4 @@ def logits(
     out = np.empty(a_rows.shape[0], dtype=a_rows.dtype)
     if _numpy_path._native_logit_rows(a_rows, b_rows, out):
         return None
-    return _finished("kl_div_logits", out, shape, keepdims, divisor, tensor)
+    return _finished(DIVERGENCES["kl_div_logits"], out, shape, keepdims, divisor, tensor)
