@@ -4,6 +4,8 @@ steps aside for everything it does not take."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,36 @@ from kldiv._table import DIVERGENCES
 from tests._helpers import full_path_only, random_distributions
 
 torch = pytest.importorskip("torch")
+LIBRARIES = ["numpy", "torch", "jax"]
+
+
+def to_library(library, *arrays):
+    """The arrays as ``library``'s: CPU tensors, or JAX arrays (made under :func:`x64`)."""
+    if library == "torch":
+        return tuple(torch.from_numpy(x) for x in arrays)
+    if library == "jax":
+        jax = pytest.importorskip("jax")
+        return tuple(jax.numpy.asarray(x) for x in arrays)
+    return arrays
+
+
+def x64(library):
+    """JAX's float64 switched on for a JAX test's body (so that float64 stays float64),
+    and off again after it; nothing for the other libraries."""
+    if library != "jax":
+        return contextlib.nullcontext()
+    return pytest.importorskip("jax").enable_x64(True)
+
+
+def assert_same_result(got, expected):
+    """The same type, dtype, shape, device and values, bit for bit up to ``rtol``."""
+    assert type(got) is type(expected)
+    assert got.dtype == expected.dtype
+    assert tuple(got.shape) == tuple(expected.shape)
+    if hasattr(expected, "committed"):  # JAX: placed as the full path places it
+        assert got.device == expected.device
+        assert got.committed == expected.committed
+
 
 CALLS = [
     pytest.param({}, id="defaults"),
@@ -47,15 +79,19 @@ SHAPES = [pytest.param((3, 5), id="small"), pytest.param((300, 1000), id="large"
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("options", CALLS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize("library", LIBRARIES)
 @pytest.mark.parametrize("name", SHORT)
 def test_the_short_path_equals_the_full_path(name, library, dtype, options, shape):
     if "base" in options and not DIVERGENCES[name].base:
         pytest.skip(f"{name} has no base")
+    with x64(library):
+        short_path_equals_full_path(name, library, dtype, options, shape)
+
+
+def short_path_equals_full_path(name, library, dtype, options, shape):
     p, q = inputs(shape, dtype)
     assert (p.size < kldiv.get_options().parallel_min) == (shape == (3, 5))
-    if library == "torch":
-        p, q = torch.from_numpy(p), torch.from_numpy(q)
+    p, q = to_library(library, p, q)
     assert (
         _short.reduction(
             name,
@@ -70,9 +106,7 @@ def test_the_short_path_equals_the_full_path(name, library, dtype, options, shap
     with kldiv.options(threads=2):
         got = getattr(kldiv, name)(*args(name, p, q), **options)
         expected = full_path(p, q, name, **options)
-    assert type(got) is type(expected)
-    assert got.dtype == expected.dtype
-    assert tuple(got.shape) == tuple(expected.shape)
+    assert_same_result(got, expected)
     # the full path may redo a row in float64 tiles (a JS row near p == q), one rounding apart
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-6, atol=0)
 
@@ -167,12 +201,16 @@ def logit_inputs(shape, dtype, seed=0):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("options", CALLS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize("library", LIBRARIES)
 def test_the_short_path_of_logits_equals_the_full_path(library, dtype, options, shape):
+    with x64(library):
+        short_path_of_logits_equals_full_path(library, dtype, options, shape)
+
+
+def short_path_of_logits_equals_full_path(library, dtype, options, shape):
     a, b = logit_inputs(shape, dtype)
     a[1, 2] = -np.inf  # a masked class: the kernel leaves the row, the tiles redo it
-    if library == "torch":
-        a, b = torch.from_numpy(a), torch.from_numpy(b)
+    a, b = to_library(library, a, b)
     axis, keepdims = options.get("axis", -1), options.get("keepdims", False)
     validate = options.get("validate", True)
     assert _short.logits((a, b), axis, keepdims, options.get("base"), validate) is not None
@@ -180,10 +218,10 @@ def test_the_short_path_of_logits_equals_the_full_path(library, dtype, options, 
         got = kldiv.kl_div_logits(a, b, **options)
         with full_path_only():
             expected = kldiv.kl_div_logits(a, b, **options)
-    assert type(got) is type(expected)
-    assert got.dtype == expected.dtype
-    assert tuple(got.shape) == tuple(expected.shape)
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    assert_same_result(got, expected)
+    # the full path divides by log(base) in JAX, which XLA may take as a product: an ulp
+    rtol = 2 * np.finfo(dtype).eps if library == "jax" and "base" in options else 0
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=rtol, atol=0)
 
 
 @pytest.mark.parametrize("case", ["nan", "+inf", "all -inf", "broadcast", "mixed dtypes"])
@@ -211,3 +249,21 @@ def test_logits_it_does_not_take_go_the_full_way(case):
         expected = kldiv.kl_div_logits(a, b, validate=False)
     np.testing.assert_array_equal(kldiv.kl_div_logits(a, b, validate=False), expected)
     assert np.isnan(expected).any() == (case != "all -inf")
+
+
+def test_jax_arrays_it_does_not_take_go_the_full_way():
+    """Tracers (under jit), arrays committed to different devices or mixed with NumPy's."""
+    jax = pytest.importorskip("jax")
+    p, q = (jax.numpy.asarray(x) for x in inputs((3, 5), "float32"))
+    seen = []
+
+    def traced(a, b):
+        seen.append(_short.reduction("kl_div", (a, b), -1, False, None, True))
+        return kldiv.kl_div(a, b)
+
+    np.testing.assert_allclose(jax.jit(traced)(p, q), kldiv.kl_div(p, q), rtol=1e-5)
+    assert seen == [None]
+    assert _short.reduction("kl_div", (p, np.asarray(q)), -1, False, None, True) is None
+    committed = jax.device_put(p, jax.devices("cpu")[0])
+    got = kldiv.kl_div(committed, q)
+    assert got.committed

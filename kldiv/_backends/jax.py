@@ -23,6 +23,7 @@ from kldiv import _agnostic, _compat
 from kldiv import _validation as v
 from kldiv._backends import forwarding
 from kldiv._backends import numpy as _numpy_path
+from kldiv._backends.numpy import _short
 from kldiv._dtypes import compute_dtype
 from kldiv._typing import Array
 
@@ -42,13 +43,14 @@ def _on_numpy(arrays: Sequence[Array]) -> list[Array] | None:
 
 
 def _by_numpy(name: str, arrays: Sequence[Array], options: dict[str, Any]) -> Array:
-    """``name`` of the arrays by the NumPy path, on their device; NotImplemented where it
-    cannot take them."""
+    """``name`` of the arrays by the NumPy path, on their device (committed to it where they
+    were, as JAX's own operations do); NotImplemented where it cannot take them."""
     views = _on_numpy(arrays)
     if views is None:
         return NotImplemented
     out = getattr(_numpy_path, name)(*views, xp=_numpy_path._generic_np(), **options)
-    return jax.device_put(np.asarray(out), arrays[0].device)
+    back = _short.to_jax(arrays[0].device, any(x.committed for x in arrays))
+    return back(np.asarray(out))
 
 
 def _fused(name: str) -> Any:

@@ -6,9 +6,11 @@ a 2-core VM (a ``(2, 3)`` call through it: 176 us warm, 419 us right after other
 evicted the caches, where this path takes 5 and 93), and on W1's ``(4096, 1000)`` float32,
 whose kernels take 2 ms, an eighth of the call (W3's ``(64, 32000)``, a fifth); a ``(64,
 1000)`` ``kl_div_logits`` spent 65 us of its 155 there. For the reductions with a compiled
-kernel (:data:`kldiv._backends.numpy._FUSED`) and for ``kl_div_logits``: NumPy arrays, or
-plain CPU tensors that need no gradient, of one float dtype and shape, C-contiguous, reduced
-along their last axis, go straight to the kernels, which check the values as they go and
+kernel (:data:`kldiv._backends.numpy._FUSED`) and for ``kl_div_logits``: NumPy arrays,
+plain CPU tensors that need no gradient, or concrete JAX arrays on one CPU device (eager
+JAX: a ``(2, 3)`` call took 133 us through the full path and its bridge, 34 here, against
+the naive expression's 22), of one float dtype and shape, C-contiguous, reduced along their
+last axis, go straight to the kernels, which check the values as they go and
 share the rows with their own threads: a reduction below
 ``kldiv.get_options().parallel_min`` elements in one compiled call, above it by
 :func:`kldiv._backends.numpy._native_rows` (the same call, and the rows the kernels leave
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -67,13 +70,56 @@ def _tolerance(dtype: np.dtype[Any], n: int) -> float:
     return v.sum_tolerance(dtype, n, np)
 
 
+def _jax_on_one_cpu(arrays: tuple[Any, ...]) -> Any:
+    """The device of concrete JAX arrays (not tracers: under ``jit``, ``grad`` and the other
+    transformations the arrays are of other types) all on one CPU device, else None; asked
+    of a type by name first, so that no JAX import is needed."""
+    cls = type(arrays[0])
+    if (
+        cls.__name__ != "ArrayImpl"
+        or not cls.__module__.startswith("jaxlib")
+        or not all(type(x) is cls for x in arrays)
+    ):
+        return None
+    try:
+        devices = {x.device for x in arrays}
+    except ValueError:  # an array sharded over several devices
+        return None
+    device = devices.pop()
+    return device if not devices and device.platform == "cpu" else None
+
+
+def to_jax(device: Any, committed: bool) -> Callable[[Array], Array]:
+    """A NumPy result back to JAX as JAX's own operations place theirs: committed to the
+    inputs' device where one was committed to it, else on the default device, uncommitted
+    (``jnp.asarray``: 14 us, where ``jax.device_put`` takes 29). Also the JAX bridge's
+    (:mod:`kldiv._backends.jax`)."""
+    import jax
+
+    if committed:
+        return lambda out: jax.device_put(out, device)
+    return jax.numpy.asarray
+
+
+def _to_torch(out: Array) -> Array:
+    import torch
+
+    return torch.from_numpy(out)
+
+
 def _plain_rows(arrays: tuple[Any, ...], axis: Any) -> tuple[Any, ...] | None:
-    """``(rows, shape, tensor)`` for arrays the short path takes: their ``(rows, n)`` views
-    (one per array), their shape and whether they came as CPU tensors; else None."""
+    """``(rows, shape, back)`` for arrays the short path takes: their ``(rows, n)`` views
+    (one per array), their shape, and the function that turns a NumPy result into the
+    caller's library (None for NumPy's); else None. CPU tensors and concrete JAX arrays on
+    the CPU are read as NumPy views of their memory, without a copy."""
+    back: Callable[[Array], Array] | None = None
     if all(type(x) is np.ndarray for x in arrays):
-        tensor = False
+        pass
     elif _plain_cpu_tensors(arrays):
-        arrays, tensor = tuple(x.detach().numpy() for x in arrays), True
+        arrays, back = tuple(x.detach().numpy() for x in arrays), _to_torch
+    elif (device := _jax_on_one_cpu(arrays)) is not None:
+        back = to_jax(device, any(x.committed for x in arrays))
+        arrays = tuple(np.asarray(x) for x in arrays)
     else:
         return None
     pa, qa = arrays if len(arrays) == 2 else (arrays[0], arrays[0])
@@ -91,7 +137,7 @@ def _plain_rows(arrays: tuple[Any, ...], axis: Any) -> tuple[Any, ...] | None:
         return None
     n = shape[-1]
     views = (pa.reshape(-1, n),) if len(arrays) == 1 else (pa.reshape(-1, n), qa.reshape(-1, n))
-    return views, shape, tensor
+    return views, shape, back
 
 
 def _finished(
@@ -100,7 +146,7 @@ def _finished(
     shape: tuple[int, ...],
     keepdims: bool,
     divisor: float,
-    tensor: bool,
+    back: Callable[[Array], Array] | None,
 ) -> Array:
     """A result the kernels vouched for, in the caller's shape, units and library."""
     out = out.reshape((*shape[:-1], 1) if keepdims else shape[:-1])
@@ -108,11 +154,7 @@ def _finished(
         np.sqrt(out, out=out)  # of a value >= 0: the kernel vouched for it
     if divisor != 1.0:
         out /= divisor
-    if tensor:
-        import torch
-
-        return torch.from_numpy(out)
-    return out
+    return out if back is None else back(out)
 
 
 def reduction(
@@ -130,7 +172,7 @@ def reduction(
     plain = _plain_rows(arrays, axis)
     if plain is None:
         return None
-    views, shape, tensor = plain
+    views, shape, back = plain
     p_rows, q_rows = views if len(views) == 2 else (views[0], views[0])
     row = DIVERGENCES[name]
     divisor = v.check_base(base) if row.base else 1.0
@@ -165,7 +207,7 @@ def reduction(
     # full path); one reduction, a third of np.isnan(out).any()'s time on a few rows
     if flagged or math.isnan(np.add.reduce(out, dtype=np.float64)):
         return None
-    return _finished(row, out, shape, keepdims, divisor, tensor)
+    return _finished(row, out, shape, keepdims, divisor, back)
 
 
 def logits(
@@ -180,9 +222,9 @@ def logits(
     plain = None if _numpy_path._kernels() is None else _plain_rows(arrays, axis)
     if plain is None or len(arrays) != 2:
         return None
-    (a_rows, b_rows), shape, tensor = plain
+    (a_rows, b_rows), shape, back = plain
     divisor = v.check_base(base)
     out = np.empty(a_rows.shape[0], dtype=a_rows.dtype)
     if _numpy_path._native_logit_rows(a_rows, b_rows, out):
         return None
-    return _finished(DIVERGENCES["kl_div_logits"], out, shape, keepdims, divisor, tensor)
+    return _finished(DIVERGENCES["kl_div_logits"], out, shape, keepdims, divisor, back)
