@@ -537,7 +537,7 @@ static KL_INLINE Py_ssize_t kl_piece_start(Py_ssize_t rows, Py_ssize_t pieces, P
 #define KL_WAKE_MIN (1024 * 1024)
 #endif
 #ifndef KL_WAKE_RECENT_MIN
-#define KL_WAKE_RECENT_MIN (64 * 1024)
+#define KL_WAKE_RECENT_MIN (32 * 1024)
 #endif
 
 /* The pieces of a call on rows like x's (2-D) on `threads` threads, whose elements cost

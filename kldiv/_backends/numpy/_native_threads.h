@@ -52,9 +52,10 @@ typedef void (*kl_piece_fn)(void *ctx, Py_ssize_t piece, int slot);
 /* How long a worker spins for the next job after one, in nanoseconds, before it sleeps. */
 #define KL_SPIN_NS 200000
 #define KL_MAX_WORKERS (KL_MAX_THREADS - 1)
-#ifndef KL_RECENT_NS
-#define KL_RECENT_NS 250000
-#endif
+/* A call this soon after the last job may wake the workers for a smaller job (kl_parallel's
+ * wake == 1): the spin's length, so that only a loop's first calls pay a wake, not a loop
+ * whose calls come just too far apart for the workers to be spinning still. */
+#define KL_RECENT_NS KL_SPIN_NS
 
 typedef struct {
     kl_piece_fn run;
