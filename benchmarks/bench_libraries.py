@@ -24,6 +24,10 @@ Cases (float32 ``(4096, 1000)`` distributions along the last axis unless said):
   graph and chunks cost any side.
 * ``numpy-2x3`` and ``torch-2x3``: per-call time on a ``(2, 3)`` float64 input against
   ``np.sum(p * np.log(p / q), -1)`` and its torch twin.
+* Sizes between (no target; kldiv is to be no slower than the one-liner at any size):
+  ``jax-eager-2x3`` as the two above, and ``numpy-``, ``torch-`` and ``jax-eager-`` at
+  ``64x1000`` and ``256x1000`` float32, each sample a burst of back-to-back calls, as in a
+  loop.
 
 The targets are those of issue 10; NumPy's own workloads are ``bench_cpu.py``'s.
 """
@@ -178,6 +182,38 @@ def per_call_cases() -> list[Case]:
     ]
 
 
+def size_cases(shapes: Sequence[tuple[int, int]]) -> list[Case]:
+    """Each library's one-liner and kldiv at sizes between the per-call cases and the large
+    ones (float32; ``(2, 3)`` float64 for JAX), a burst of back-to-back calls a sample."""
+    out = _sizes_of((2, 3), np.float64, ["jax-eager"])  # numpy-2x3 and torch-2x3 above
+    for shape in shapes:
+        out += _sizes_of(shape, np.float32, ["numpy", "torch", "jax-eager"])
+    return out
+
+
+def _sizes_of(shape: tuple[int, int], dtype: Any, libraries: Sequence[str]) -> list[Case]:
+    import jax.numpy as jnp
+    import torch
+
+    p, q = (distributions(shape, seed, dtype) for seed in (0, 1))
+    tp, tq = torch.from_numpy(p), torch.from_numpy(q)
+    jp, jq = jnp.asarray(p), jnp.asarray(q)
+    sides = {
+        "numpy": (lambda: kldiv.kl_div(p, q), lambda: np.sum(p * np.log(p / q), -1)),
+        "torch": (lambda: kldiv.kl_div(tp, tq), lambda: torch.sum(tp * torch.log(tp / tq), -1)),
+        "jax-eager": (
+            lambda: kldiv.kl_div(jp, jq).block_until_ready(),
+            lambda: jnp.sum(jp * jnp.log(jp / jq), -1).block_until_ready(),
+        ),
+    }
+    burst = 2000 if p.size < 100 else max(5, 2_000_000 // p.size)
+    what = f"({shape[0]}, {shape[1]}) {np.dtype(dtype).name}, back to back"
+    return [
+        Case(f"{lib}-{shape[0]}x{shape[1]}", f"{lib} {what}", *sides[lib], burst=burst, rtol=1e-5)
+        for lib in libraries
+    ]
+
+
 def cases(quick: bool, only: Sequence[str]) -> list[Case]:
     shape = (256, 100) if quick else (4096, 1000)
     rows, chunk = (2048, 512) if quick else (32768, 4096)
@@ -187,6 +223,7 @@ def cases(quick: bool, only: Sequence[str]) -> list[Case]:
         lambda: jax_cases(shape),
         lambda: dask_cases(rows, chunk),
         per_call_cases,
+        lambda: size_cases([(16, 100)] if quick else [(64, 1000), (256, 1000)]),
     ):
         every.extend(make())
     return [c for c in every if not only or c.name in only]
