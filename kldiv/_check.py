@@ -6,11 +6,11 @@ answer it is checked against. Each case is small, so the whole check takes a few
 
 Paths checked, each where its library is installed:
 
-- ``numpy``: ``short`` (the compiled short path, one call on this thread for these small
-  inputs, the defaults), ``pool`` (the short path over the thread pool, by
-  ``parallel_min=0``), ``compiled`` (the full path through the compiled row kernels and the
-  thread pool, past the short path), ``tiles`` (the pure NumPy tiles, ``compiled=False``,
-  with small tiles so that rows cross tile boundaries);
+- ``numpy``: ``short`` (the compiled short path, one kernel call for these small inputs,
+  the defaults), ``pool`` (the short path's branch for large calls, by ``parallel_min=0``:
+  the kernels, then the NumPy tiles' redo of the rows they leave), ``compiled`` (the full
+  path through the compiled kernels, past the short path), ``tiles`` (the pure NumPy
+  tiles, ``compiled=False``, with small tiles so that rows cross tile boundaries);
 - ``array_api_strict``: the generic array-API code;
 - ``torch``: the bridge of CPU tensors (and CUDA tensors where torch sees a GPU);
 - ``jax``: ``eager`` and ``jit``, with 64-bit arrays switched on for float64;

@@ -74,11 +74,10 @@ def set_options(
         Run the compiled C kernels where they were built (default True). False runs the pure
         NumPy tiles: the same results to a rounding, slower; for tests and benchmarks.
     parallel_min : int, optional
-        Work of fewer elements for kldiv's Python thread pool (the NumPy tiles, the logits
-        and loss kernels) runs on the calling thread (default 262144): below that, handing
-        it to threads costs more than it saves. The compiled reductions (``kl_div``,
-        ``entropy``, ...) share their rows with threads of their own, whose hand-over costs
-        a few atomic operations: they decide by the call's size alone.
+        Work of fewer elements for kldiv's Python thread pool (the NumPy tiles) runs on the
+        calling thread (default 262144): below that, handing it to threads costs more than
+        it saves. The compiled kernels share their rows with threads of their own, whose
+        hand-over costs a few atomic operations: they decide by the call's size.
     tile : int, optional
         float64 elements per scratch tile of the NumPy tiles (default 65536), the rows of at
         most one tile that ``kl_div_logits`` and the loss fuse; a tiny one makes small tests
