@@ -364,10 +364,13 @@ def rows_with_trouble(dtype, rows, n):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("shape", [(2, 3), (9, 1000), (300, 7), (40, 70000)])
+@pytest.mark.parametrize(
+    "shape", [(2, 3), (9, 1000), (300, 7), (1000, 40), (3001, 10), (40, 70000)]
+)
 def test_threads_give_every_row_bit_for_bit(op, dtype, shape):
     # the same rows, flags and NaN left to redo on any count of threads: each row is one
-    # thread's from its first element to its last, whichever thread takes its piece
+    # thread's from its first element to its last, whichever thread takes its piece, and
+    # short rows go by lanes or alone as on one thread (pieces start at multiples of 16)
     p, q = rows_with_trouble(dtype, *shape)
     if op == "entropy":
         q = p

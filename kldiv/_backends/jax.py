@@ -34,8 +34,8 @@ def _on_numpy(arrays: Sequence[Array]) -> list[Array] | None:
     """NumPy views of the arrays' buffers, or None where the NumPy path cannot take them."""
     if not all(_compat.values_are_readable(x) for x in arrays):
         return None
-    devices = {x.device for x in arrays}
-    if len(devices) != 1 or next(iter(devices)).platform != "cpu":
+    devices = {x.device for x in arrays}  # a sharding, not a device, for a sharded array
+    if len(devices) != 1 or getattr(next(iter(devices)), "platform", None) != "cpu":
         return None
     if not all(np.dtype(x.dtype) in _DTYPES for x in arrays):
         return None

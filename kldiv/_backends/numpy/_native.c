@@ -526,6 +526,12 @@ static KL_INLINE Py_ssize_t kl_piece_start(Py_ssize_t rows, Py_ssize_t pieces, P
     return rows * i / pieces;
 }
 
+/* Rows a piece of short rows starts at a multiple of: the lanes kernels (_native_row.h's
+ * kl_rows_lanes) take rows KL_ROW_LANES (8 or 16) at a time and the few left by the per-row
+ * loop, whose last bits differ; pieces aligned to 16 rows leave those few where one thread
+ * leaves them, at the very end, so that every row is the same on any thread count. */
+#define KL_LANE_ALIGN 16
+
 /* Pieces per thread of a call on threads: a worker that wakes late leaves its pieces to the
  * others, so that the call takes about a piece longer than on one thread at worst. A call
  * wakes sleeping workers (kl_parallel's `wake`) for KL_WAKE_MIN elements, KL's (0.6 ms on one
@@ -550,7 +556,9 @@ static Py_ssize_t kl_pieces(int threads, const Py_buffer *x, Py_ssize_t weight)
         return 1;
     }
     Py_ssize_t pieces = threads > 1 ? (Py_ssize_t)threads * KL_PIECES_PER_THREAD : 1;
-    pieces = pieces < rows ? pieces : rows;
+    /* rows of at most a quarter chunk go by lanes (KL_LANE_ALIGN): a piece holds that many */
+    const Py_ssize_t most = x->shape[1] <= CHUNK / 4 ? rows / KL_LANE_ALIGN : rows;
+    pieces = pieces < most ? pieces : most;
     return pieces > 1 ? pieces : 1;
 }
 
@@ -575,7 +583,8 @@ typedef struct {
     char out_kind;
     double tolerance;
     Py_ssize_t pieces;
-    atomic_int off;
+    Py_ssize_t align; /* pieces start at multiples of this many rows */
+    KL_ATOMIC(int) off;
 } kl_rows_job;
 
 /* Piece i of the job: its rows, a block at a time, each block finished by `finish` as
@@ -587,8 +596,10 @@ static void kl_rows_piece(void *ctx, Py_ssize_t i, int slot)
     const Py_buffer *p = job->p, *q = job->q;
     const Py_ssize_t rows = p->shape[0];
     const Py_ssize_t size = (Py_ssize_t)(job->out_kind == 'f' ? sizeof(float) : sizeof(double));
-    const Py_ssize_t start = kl_piece_start(rows, job->pieces, i);
-    const Py_ssize_t stop = kl_piece_start(rows, job->pieces, i + 1);
+    const Py_ssize_t align = job->align;
+    const Py_ssize_t start = kl_piece_start(rows, job->pieces, i) / align * align;
+    const Py_ssize_t stop =
+        i + 1 == job->pieces ? rows : kl_piece_start(rows, job->pieces, i + 1) / align * align;
     kl_block res;
     int off = 0;
     for (Py_ssize_t r0 = start; r0 < stop; r0 += KL_BLOCK_ROWS) {
@@ -599,7 +610,7 @@ static void kl_rows_piece(void *ctx, Py_ssize_t i, int slot)
         off |= job->finish(&res, k, job->out + r0 * size, job->out_kind, job->tolerance);
     }
     if (off) {
-        atomic_store(&job->off, 1);
+        kl_atomic_store(&job->off, 1);
     }
 }
 
@@ -609,9 +620,10 @@ static int kl_rows_finish(kl_rows_fn run, kl_block_finish_fn finish, const Py_bu
                           int threads)
 {
     const Py_ssize_t pieces = kl_pieces(threads, p, 1);
-    kl_rows_job job = {run, finish, p, q, out, out_kind, tolerance, pieces, 0};
+    const Py_ssize_t align = p->shape[1] <= CHUNK / 4 ? KL_LANE_ALIGN : 1;
+    kl_rows_job job = {run, finish, p, q, out, out_kind, tolerance, pieces, align, 0};
     kl_parallel(threads, pieces, kl_rows_piece, &job, kl_wake_level(p, 1));
-    return atomic_load(&job.off);
+    return kl_atomic_load(&job.off);
 }
 
 PyDoc_STRVAR(kl_rows_doc,
@@ -720,7 +732,7 @@ typedef struct {
     kl_rel_entr_fn run;
     const Py_buffer *p, *q, *out;
     Py_ssize_t pieces;
-    atomic_long lost;
+    KL_ATOMIC(Py_ssize_t) lost;
 } kl_rel_entr_job;
 
 static void kl_rel_entr_piece(void *ctx, Py_ssize_t i, int slot)
@@ -735,7 +747,7 @@ static void kl_rel_entr_piece(void *ctx, Py_ssize_t i, int slot)
                  (const char *)q->buf + start * q->strides[0], q->strides[0], stop - start,
                  p->shape[1], (char *)out->buf + start * out->strides[0], out->strides[0]);
     if (lost) {
-        atomic_fetch_add(&job->lost, (long)lost);
+        kl_atomic_add(&job->lost, lost);
     }
 }
 
@@ -775,7 +787,7 @@ static PyObject *rel_entr_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
         Py_BEGIN_ALLOW_THREADS
         kl_parallel(threads, pieces, kl_rel_entr_piece, &job, kl_wake_level(p, 1));
         Py_END_ALLOW_THREADS
-        result = PyLong_FromLong(atomic_load(&job.lost));
+        result = PyLong_FromSsize_t(kl_atomic_load(&job.lost));
     }
     kl_release_buffers(buffers);
     return result;
@@ -802,16 +814,19 @@ static Py_ssize_t kl_chunk_arg(PyObject *chunk_obj)
 
 /* The chunk in elements of rows like x's (*chunk, or for 0 KL_LOGIT_CHUNK_BYTES of them)
  * and the kernels' scratch for it, three chunks of a row (_native_logits.h,
- * _native_loss.h), for each of `slots` threads, *slot_bytes apart (a multiple of 64); NULL
- * with an exception. x is 2-D. */
-static char *kl_scratch(const Py_buffer *x, Py_ssize_t *chunk, int slots, size_t *slot_bytes)
+ * _native_loss.h), for each of *threads threads (first cut to the call's pieces: no more
+ * threads than pieces take part), *slot_bytes apart; NULL with an exception. x is 2-D. */
+static char *kl_scratch(const Py_buffer *x, Py_ssize_t *chunk, int *threads, size_t *slot_bytes)
 {
+    const Py_ssize_t pieces = kl_pieces(*threads, x, KL_LOGIT_WEIGHT);
+    *threads = pieces < *threads ? (int)pieces : *threads;
+    const int slots = *threads;
     if (*chunk == 0) {
         *chunk = KL_LOGIT_CHUNK_BYTES / x->itemsize;
     }
     const size_t chunk_bytes = (size_t)(x->shape[1] < *chunk ? x->shape[1] : *chunk) *
                                (size_t)x->itemsize;
-    *slot_bytes = (3 * chunk_bytes + 64) / 64 * 64;
+    *slot_bytes = (3 * chunk_bytes + 64) / 64 * 64; /* each slot's start 16-byte aligned */
     char *scratch = PyMem_RawMalloc(*slot_bytes * (size_t)slots);
     if (scratch == NULL) {
         PyErr_NoMemory();
@@ -887,7 +902,7 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
         PyErr_SetString(PyExc_ValueError,
                         "out must be a 1-D float32 or float64 array of one element per row");
     }
-    else if ((scratch = kl_scratch(a, &chunk, threads, &slot_bytes)) == NULL) {
+    else if ((scratch = kl_scratch(a, &chunk, &threads, &slot_bytes)) == NULL) {
         /* the exception is set */
     }
     else {
@@ -922,7 +937,7 @@ typedef struct {
     double scale, tolerance;
     char *scratch;
     size_t slot_bytes;
-    atomic_int off;
+    KL_ATOMIC(int) off;
 } kl_loss_job;
 
 static void kl_loss_piece(void *ctx, Py_ssize_t i, int slot)
@@ -938,7 +953,7 @@ static void kl_loss_piece(void *ctx, Py_ssize_t i, int slot)
                              job->scratch + (size_t)slot * job->slot_bytes, job->res + start,
                              job->tolerance);
     if (off) {
-        atomic_store(&job->off, 1);
+        kl_atomic_store(&job->off, 1);
     }
 }
 
@@ -1017,7 +1032,7 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
         PyErr_SetString(PyExc_ValueError, "grad must be a writable array of pred's dtype and "
                                           "shape, rows contiguous");
     }
-    else if ((scratch = kl_scratch(p, &chunk, threads, &slot_bytes)) == NULL) {
+    else if ((scratch = kl_scratch(p, &chunk, &threads, &slot_bytes)) == NULL) {
         /* the exception is set */
     }
     else {
@@ -1038,7 +1053,7 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
         Py_BEGIN_ALLOW_THREADS
         kl_parallel(threads, pieces, kl_loss_piece, &job, kl_wake_level(p, KL_LOGIT_WEIGHT));
         Py_END_ALLOW_THREADS
-        result = PyBool_FromLong(atomic_load(&job.off));
+        result = PyBool_FromLong(kl_atomic_load(&job.off));
     }
     PyMem_RawFree(scratch);
     PyBuffer_Release(&grad_buffer);

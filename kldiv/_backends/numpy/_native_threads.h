@@ -37,6 +37,20 @@
 
 typedef void (*kl_piece_fn)(void *ctx, Py_ssize_t piece, int slot);
 
+/* The jobs' shared flags and counts (_native.c): C11 atomics, or plain variables where the
+ * calling thread is the only one (no KL_THREADS). kl_atomic_add returns nothing. */
+#if KL_THREADS
+#define KL_ATOMIC(type) _Atomic(type)
+#define kl_atomic_load(x) atomic_load(x)
+#define kl_atomic_store(x, value) atomic_store(x, value)
+#define kl_atomic_add(x, value) ((void)atomic_fetch_add(x, value))
+#else
+#define KL_ATOMIC(type) type
+#define kl_atomic_load(x) (*(x))
+#define kl_atomic_store(x, value) ((void)(*(x) = (value)))
+#define kl_atomic_add(x, value) ((void)(*(x) += (value)))
+#endif
+
 /* The most threads one call may have (a slot of scratch each). */
 #define KL_MAX_THREADS 256
 
@@ -192,25 +206,27 @@ static void kl_parallel(int threads, Py_ssize_t pieces, kl_piece_fn run, void *c
         atomic_fetch_add(&kl_generation, 1);
     }
     kl_take_pieces(&job, 0);
-    while (atomic_load(&job.done) < pieces) {
-        KL_PAUSE(); /* a worker's last piece: at most one piece's time */
+    /* a worker's last piece (at most one piece's time), then a worker between reading the
+     * job and seeing it has no piece left; yielding now and then, should that worker have
+     * been preempted (a CPU quota below the cores, more threads than cores) */
+    for (int spins = 1; atomic_load(&job.done) < pieces; spins++) {
+        KL_PAUSE();
+        if (spins % 64 == 0) {
+            sched_yield();
+        }
     }
     atomic_store(&kl_current_job, NULL);
-    while (atomic_load(&kl_in_job) != 0) {
-        KL_PAUSE(); /* a worker between reading the job and seeing it has no piece left */
+    for (int spins = 1; atomic_load(&kl_in_job) != 0; spins++) {
+        KL_PAUSE();
+        if (spins % 64 == 0) {
+            sched_yield();
+        }
     }
     kl_last_job_ns = kl_now_ns();
     pthread_mutex_unlock(&kl_pool_lock);
 }
 
 #else
-
-/* the jobs' flags and counts are written by the calling thread alone: plain integers */
-#define atomic_int int
-#define atomic_long long
-#define atomic_load(x) (*(x))
-#define atomic_fetch_add(x, value) (*(x) += (value))
-#define atomic_store(x, value) (*(x) = (value))
 
 static void kl_parallel(int threads, Py_ssize_t pieces, kl_piece_fn run, void *ctx, int wake)
 {

@@ -81,12 +81,9 @@ def _jax_on_one_cpu(arrays: tuple[Any, ...]) -> Any:
         or not all(type(x) is cls for x in arrays)
     ):
         return None
-    try:
-        devices = {x.device for x in arrays}
-    except ValueError:  # an array sharded over several devices
-        return None
+    devices = {x.device for x in arrays}  # a sharding, not a device, for a sharded array
     device = devices.pop()
-    return device if not devices and device.platform == "cpu" else None
+    return device if not devices and getattr(device, "platform", None) == "cpu" else None
 
 
 def to_jax(device: Any, committed: bool) -> Callable[[Array], Array]:
