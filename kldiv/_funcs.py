@@ -122,8 +122,9 @@ def _short_or_call(
     base: float | None,
     validate: bool,
 ) -> Array:
-    """``name`` by the short path where it takes the call (plain NumPy arrays or CPU tensors,
-    :mod:`kldiv._backends.numpy._short`), else by :func:`_call`."""
+    """``name`` by the short path where it takes the call (plain NumPy arrays, CPU tensors
+    or concrete JAX arrays on the CPU: :mod:`kldiv._backends.numpy._short`), else by
+    :func:`_call`."""
     path = _short_path()
     if DIVERGENCES[name].logits:
         short = path.logits(arrays, axis, keepdims, base, validate)
