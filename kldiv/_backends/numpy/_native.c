@@ -107,6 +107,19 @@ typedef struct {
 #define KL_PREFETCH(x) ((void)0)
 #endif
 
+/* KL_PREFETCH for `count` rows from `rows`, `stride` bytes apart, a line at a time, where
+ * they lie one after another (stride == row_bytes; of strided rows, that would be the gaps
+ * between them too): the short rows' block KL_AHEAD bytes on (kl_rows_lanes). */
+static KL_INLINE void kl_prefetch_rows(const char *rows, Py_ssize_t stride, Py_ssize_t row_bytes,
+                                       Py_ssize_t count)
+{
+    if (stride == row_bytes) {
+        for (Py_ssize_t b = 0; b < count * stride; b += 64) {
+            KL_PREFETCH((uintptr_t)rows + (uintptr_t)b);
+        }
+    }
+}
+
 #include "_native_threads.h"
 
 /* ---- short rows as vectors ------------------------------------------------------------- */
@@ -520,10 +533,13 @@ static int kl_threads_arg(int *threads)
     return 0;
 }
 
-/* The first row of piece i of `pieces` over `rows` rows: piece i is [start(i), start(i + 1)). */
-static KL_INLINE Py_ssize_t kl_piece_start(Py_ssize_t rows, Py_ssize_t pieces, Py_ssize_t i)
+/* The rows [*start, *stop) of piece i of `pieces` over `rows` rows, each piece starting at a
+ * multiple of `align` rows (the last ending at the last row). */
+static KL_INLINE void kl_piece_rows(Py_ssize_t rows, Py_ssize_t pieces, Py_ssize_t i,
+                                    Py_ssize_t align, Py_ssize_t *start, Py_ssize_t *stop)
 {
-    return rows * i / pieces;
+    *start = rows * i / pieces / align * align;
+    *stop = i + 1 == pieces ? rows : rows * (i + 1) / pieces / align * align;
 }
 
 /* Rows a piece of short rows starts at a multiple of: the lanes kernels (_native_row.h's
@@ -547,18 +563,17 @@ static KL_INLINE Py_ssize_t kl_piece_start(Py_ssize_t rows, Py_ssize_t pieces, P
 #endif
 
 /* The pieces of a call on rows like x's (2-D) on `threads` threads, whose elements cost
- * `weight` times a KL term's: one below KL_PARALLEL_MIN elements, in KL terms, where the
- * hand-over measured no gain (a float32 (8, 1000) KL: 5.4 us on one thread, 5.6 on two). */
-static Py_ssize_t kl_pieces(int threads, const Py_buffer *x, Py_ssize_t weight)
+ * `weight` times a KL term's, at least `align` rows a piece: one below KL_PARALLEL_MIN
+ * elements, in KL terms, where the hand-over measured no gain (a float32 (8, 1000) KL:
+ * 5.4 us on one thread, 5.6 on two). */
+static Py_ssize_t kl_pieces(int threads, const Py_buffer *x, Py_ssize_t weight, Py_ssize_t align)
 {
     const Py_ssize_t rows = x->shape[0];
     if (rows * x->shape[1] * weight < KL_PARALLEL_MIN) {
         return 1;
     }
     Py_ssize_t pieces = threads > 1 ? (Py_ssize_t)threads * KL_PIECES_PER_THREAD : 1;
-    /* rows of at most a quarter chunk go by lanes (KL_LANE_ALIGN): a piece holds that many */
-    const Py_ssize_t most = x->shape[1] <= CHUNK / 4 ? rows / KL_LANE_ALIGN : rows;
-    pieces = pieces < most ? pieces : most;
+    pieces = pieces < rows / align ? pieces : rows / align;
     return pieces > 1 ? pieces : 1;
 }
 
@@ -596,10 +611,8 @@ static void kl_rows_piece(void *ctx, Py_ssize_t i, int slot)
     const Py_buffer *p = job->p, *q = job->q;
     const Py_ssize_t rows = p->shape[0];
     const Py_ssize_t size = (Py_ssize_t)(job->out_kind == 'f' ? sizeof(float) : sizeof(double));
-    const Py_ssize_t align = job->align;
-    const Py_ssize_t start = kl_piece_start(rows, job->pieces, i) / align * align;
-    const Py_ssize_t stop =
-        i + 1 == job->pieces ? rows : kl_piece_start(rows, job->pieces, i + 1) / align * align;
+    Py_ssize_t start, stop;
+    kl_piece_rows(rows, job->pieces, i, job->align, &start, &stop);
     kl_block res;
     int off = 0;
     for (Py_ssize_t r0 = start; r0 < stop; r0 += KL_BLOCK_ROWS) {
@@ -619,8 +632,9 @@ static int kl_rows_finish(kl_rows_fn run, kl_block_finish_fn finish, const Py_bu
                           const Py_buffer *q, void *out, char out_kind, double tolerance,
                           int threads)
 {
-    const Py_ssize_t pieces = kl_pieces(threads, p, 1);
+    /* rows of at most a quarter chunk go by lanes (kl_rows_lanes) */
     const Py_ssize_t align = p->shape[1] <= CHUNK / 4 ? KL_LANE_ALIGN : 1;
+    const Py_ssize_t pieces = kl_pieces(threads, p, 1, align);
     kl_rows_job job = {run, finish, p, q, out, out_kind, tolerance, pieces, align, 0};
     kl_parallel(threads, pieces, kl_rows_piece, &job, kl_wake_level(p, 1));
     return kl_atomic_load(&job.off);
@@ -740,8 +754,8 @@ static void kl_rel_entr_piece(void *ctx, Py_ssize_t i, int slot)
     (void)slot;
     kl_rel_entr_job *job = ctx;
     const Py_buffer *p = job->p, *q = job->q, *out = job->out;
-    const Py_ssize_t start = kl_piece_start(p->shape[0], job->pieces, i);
-    const Py_ssize_t stop = kl_piece_start(p->shape[0], job->pieces, i + 1);
+    Py_ssize_t start, stop;
+    kl_piece_rows(p->shape[0], job->pieces, i, 1, &start, &stop);
     const Py_ssize_t lost =
         job->run((const char *)p->buf + start * p->strides[0], p->strides[0],
                  (const char *)q->buf + start * q->strides[0], q->strides[0], stop - start,
@@ -782,7 +796,7 @@ static PyObject *rel_entr_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
                         "out must be a writable 2-D array of p's shape and dtype, rows contiguous");
     }
     else {
-        const Py_ssize_t pieces = kl_pieces(threads, p, 1);
+        const Py_ssize_t pieces = kl_pieces(threads, p, 1, 1);
         kl_rel_entr_job job = {variant->rel_entr[kind == 'f' ? 0 : 1], p, q, out, pieces, 0};
         Py_BEGIN_ALLOW_THREADS
         kl_parallel(threads, pieces, kl_rel_entr_piece, &job, kl_wake_level(p, 1));
@@ -812,14 +826,15 @@ static Py_ssize_t kl_chunk_arg(PyObject *chunk_obj)
     return chunk;
 }
 
-/* The chunk in elements of rows like x's (*chunk, or for 0 KL_LOGIT_CHUNK_BYTES of them)
- * and the kernels' scratch for it, three chunks of a row (_native_logits.h,
- * _native_loss.h), for each of *threads threads (first cut to the call's pieces: no more
- * threads than pieces take part), *slot_bytes apart; NULL with an exception. x is 2-D. */
-static char *kl_scratch(const Py_buffer *x, Py_ssize_t *chunk, int *threads, size_t *slot_bytes)
+/* The chunk in elements of rows like x's (*chunk, or for 0 KL_LOGIT_CHUNK_BYTES of them),
+ * the call's *pieces (kl_pieces) on *threads threads, cut to the pieces (no more take part),
+ * and the kernels' scratch, three chunks of a row (_native_logits.h, _native_loss.h) for
+ * each thread, *slot_bytes apart; NULL with an exception. x is 2-D. */
+static char *kl_scratch(const Py_buffer *x, Py_ssize_t *chunk, int *threads, Py_ssize_t *pieces,
+                        size_t *slot_bytes)
 {
-    const Py_ssize_t pieces = kl_pieces(*threads, x, KL_LOGIT_WEIGHT);
-    *threads = pieces < *threads ? (int)pieces : *threads;
+    *pieces = kl_pieces(*threads, x, KL_LOGIT_WEIGHT, 1);
+    *threads = *pieces < *threads ? (int)*pieces : *threads;
     const int slots = *threads;
     if (*chunk == 0) {
         *chunk = KL_LOGIT_CHUNK_BYTES / x->itemsize;
@@ -849,8 +864,8 @@ static void kl_logit_piece(void *ctx, Py_ssize_t i, int slot)
 {
     const kl_logit_job *job = ctx;
     const Py_buffer *a = job->a, *b = job->b;
-    const Py_ssize_t start = kl_piece_start(a->shape[0], job->pieces, i);
-    const Py_ssize_t stop = kl_piece_start(a->shape[0], job->pieces, i + 1);
+    Py_ssize_t start, stop;
+    kl_piece_rows(a->shape[0], job->pieces, i, 1, &start, &stop);
     const Py_ssize_t size = (Py_ssize_t)(job->out_kind == 'f' ? sizeof(float) : sizeof(double));
     job->run((const char *)a->buf + start * a->strides[0], a->strides[0],
              (const char *)b->buf + start * b->strides[0], b->strides[0], stop - start,
@@ -895,6 +910,7 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
     const char kind = kl_check_pair(a, b, "a and b");
     char *scratch = NULL;
     size_t slot_bytes = 0;
+    Py_ssize_t pieces = 1;
     if (kind == 0) {
         /* the exception is set */
     }
@@ -902,11 +918,10 @@ static PyObject *kl_logit_rows(PyObject *Py_UNUSED(module), PyObject *args, PyOb
         PyErr_SetString(PyExc_ValueError,
                         "out must be a 1-D float32 or float64 array of one element per row");
     }
-    else if ((scratch = kl_scratch(a, &chunk, &threads, &slot_bytes)) == NULL) {
+    else if ((scratch = kl_scratch(a, &chunk, &threads, &pieces, &slot_bytes)) == NULL) {
         /* the exception is set */
     }
     else {
-        const Py_ssize_t pieces = kl_pieces(threads, a, KL_LOGIT_WEIGHT);
         kl_logit_job job = {variant->logits[kind == 'f' ? 0 : 1],
                             a,
                             b,
@@ -944,8 +959,8 @@ static void kl_loss_piece(void *ctx, Py_ssize_t i, int slot)
 {
     kl_loss_job *job = ctx;
     const Py_buffer *p = job->p, *y = job->y, *g = job->g;
-    const Py_ssize_t start = kl_piece_start(p->shape[0], job->pieces, i);
-    const Py_ssize_t stop = kl_piece_start(p->shape[0], job->pieces, i + 1);
+    Py_ssize_t start, stop;
+    kl_piece_rows(p->shape[0], job->pieces, i, 1, &start, &stop);
     const int off = job->run((const char *)p->buf + start * p->strides[0], p->strides[0],
                              (const char *)y->buf + start * y->strides[0], y->strides[0],
                              stop - start, p->shape[1], job->chunk, job->norm_target,
@@ -1020,6 +1035,7 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
     const char kind = kl_check_pair(p, y, "pred and target");
     char *scratch = NULL;
     size_t slot_bytes = 0;
+    Py_ssize_t pieces = 1;
     if (kind == 0) {
         /* the exception is set */
     }
@@ -1032,11 +1048,10 @@ static PyObject *loss_rows(PyObject *Py_UNUSED(module), PyObject *args, PyObject
         PyErr_SetString(PyExc_ValueError, "grad must be a writable array of pred's dtype and "
                                           "shape, rows contiguous");
     }
-    else if ((scratch = kl_scratch(p, &chunk, &threads, &slot_bytes)) == NULL) {
+    else if ((scratch = kl_scratch(p, &chunk, &threads, &pieces, &slot_bytes)) == NULL) {
         /* the exception is set */
     }
     else {
-        const Py_ssize_t pieces = kl_pieces(threads, p, KL_LOGIT_WEIGHT);
         kl_loss_job job = {variant->loss[kind == 'f' ? 0 : 1],
                            p,
                            y,
@@ -1089,8 +1104,8 @@ static void kl_label_piece(void *ctx, Py_ssize_t i, int slot)
     (void)slot;
     const kl_label_job *job = ctx;
     const Py_buffer *p = job->p, *l = job->l, *g = job->g;
-    const Py_ssize_t start = kl_piece_start(p->shape[0], job->pieces, i);
-    const Py_ssize_t stop = kl_piece_start(p->shape[0], job->pieces, i + 1);
+    Py_ssize_t start, stop;
+    kl_piece_rows(p->shape[0], job->pieces, i, 1, &start, &stop);
     job->run((const char *)p->buf + start * p->strides[0], p->strides[0],
              (const char *)l->buf + start * l->strides[0], l->strides[0], job->label_code,
              l->shape[1], stop - start, p->shape[1], job->scale,
@@ -1176,7 +1191,7 @@ static PyObject *loss_label_rows(PyObject *Py_UNUSED(module), PyObject *args, Py
                                           "shape, rows contiguous");
     }
     else {
-        const Py_ssize_t pieces = kl_pieces(threads, &p, KL_LOGIT_WEIGHT);
+        const Py_ssize_t pieces = kl_pieces(threads, &p, KL_LOGIT_WEIGHT, 1);
         kl_label_job job = {variant->loss_labels[kind == 'f' ? 0 : 1],
                             &p,
                             &l,

@@ -321,19 +321,9 @@ KL_ATTR static void KL_FN(kl_rows_lanes)(const char *p, Py_ssize_t p_stride, con
 #endif
         const char *pb = p + r0 * p_stride, *qb = q + r0 * q_stride;
         Py_ssize_t c0 = 0;
-        /* the block KL_AHEAD bytes on, a line at a time, where rows lie one after another
-         * (of strided rows, that would be the gaps between them too) */
-        if (p_stride == n * size) {
-            for (Py_ssize_t b = 0; b < KL_ROW_LANES * p_stride; b += 64) {
-                KL_PREFETCH((uintptr_t)pb + (uintptr_t)b);
-            }
-        }
+        kl_prefetch_rows(pb, p_stride, n * size, KL_ROW_LANES);
 #if !KL_UNARY
-        if (q_stride == n * size) {
-            for (Py_ssize_t b = 0; b < KL_ROW_LANES * q_stride; b += 64) {
-                KL_PREFETCH((uintptr_t)qb + (uintptr_t)b);
-            }
-        }
+        kl_prefetch_rows(qb, q_stride, n * size, KL_ROW_LANES);
 #endif
 #if KL_SHORT_TRANSPOSE && KL_SPLIT_SHORT
         /* where the block's highest row starts, past p (q) */
